@@ -1,0 +1,197 @@
+"""``ReSearchEnv``: one multi-hop question per episode, answered by a policy that interleaves
+reasoning with search (SPEC §1). Observations are the append-only transcript; actions are the
+policy's next text chunk; the env runs searches and scores the final answer."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+from gymnasium.error import ResetNeeded
+
+from research_env import protocol
+from research_env.data import QADataset, QARecord, load_qa_dataset
+from research_env.retrieval import Retriever, shared_retriever
+from research_env.reward import EpisodeScore, RewardFn, get_reward_fn, score_response
+from research_env.spaces import UnicodeText
+from research_env.templates import PromptTemplate, render_prompt, resolve_template
+
+#: The text budget. ReSearch allows 8,192 tokens of context (about 35k characters of English); a 4-hop
+#: MuSiQue episode with top-5 results is about 15k characters. 64k characters never cuts a legitimate
+#: episode; token-exact budgets belong to the token wrappers.
+DEFAULT_MAX_CONTEXT_CHARS = 65_536
+
+
+class ReSearchEnv(gym.Env[str, str]):
+    """Multi-hop QA with search, as in ReSearch (arXiv 2503.19470).
+
+    How an action chunk ends decides what happens:
+
+    * ``…</search>``: the query (text between the last ``<search>`` and ``</search>``) is sent to the
+      retriever and ``" <result>\\n{docs}\\n</result>"`` is appended; the episode goes on.
+    * ``…{eos_token}``: the model ended its response: ``terminated`` with the reward of
+      :func:`research_env.reward.score_response` (or ``reward_fn``).
+    * anything else: appended; the next chunk continues the same response (the generator hit its
+      per-call token limit).
+
+    ``truncated`` (reward 0) only comes from a budget: the transcript passing ``max_context_chars``,
+    or a search beyond ``max_searches`` (default: unlimited, as in ReSearch).
+
+    Every ``info`` holds ``env_spans``, the ``(start, end)`` character spans of the observation that the
+    env wrote after the prompt (the result blocks, which training masks out of the policy loss), and
+    ``prompt_length``; the final ``info`` adds ``f1``, ``em``, ``acc``, ``format_ok``, ``answer`` and
+    ``num_searches``.
+
+    Example:
+        >>> import gymnasium as gym, research_env
+        >>> env = gym.make("ReSearch-MuSiQue-v0")
+        >>> obs, info = env.reset(seed=0)
+        >>> obs, reward, terminated, truncated, info = env.step("<think> ... </think><search> query </search>")
+        >>> obs.endswith("</result>")
+        True
+    """
+
+    metadata = {"render_modes": ["ansi", "human"]}
+
+    def __init__(
+        self,
+        dataset: str | os.PathLike | QADataset | None = None,
+        corpus: str | os.PathLike | None = None,
+        *,
+        split: str | None = None,
+        top_k: int = 5,
+        max_searches: int | None = None,
+        max_context_chars: int = DEFAULT_MAX_CONTEXT_CHARS,
+        apply_chat: bool = False,
+        template: str | os.PathLike | PromptTemplate | None = None,
+        tokenizer: Any = None,
+        eos_token: str | None = None,
+        retriever: Retriever | None = None,
+        reward_fn: str | RewardFn | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if dataset is None:
+            raise ValueError("ReSearchEnv needs dataset=PATH (FlashRAG JSONL, parquet, raw MuSiQue/HotpotQA/2Wiki)")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if max_searches is not None and max_searches < 0:
+            raise ValueError(f"max_searches must be >= 0 or None, got {max_searches}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.dataset = dataset if isinstance(dataset, QADataset) else load_qa_dataset(dataset, split)
+        if retriever is not None and corpus is not None:
+            raise ValueError("pass either corpus= (indexed with BM25) or retriever=, not both")
+        self.retriever: Retriever = retriever if retriever is not None else shared_retriever(corpus)
+        self.top_k, self.max_searches, self.max_context_chars = top_k, max_searches, max_context_chars
+        self.apply_chat = apply_chat
+        if apply_chat and tokenizer is None:
+            from research_env.tokenizer import build_qwen25_tokenizer
+
+            tokenizer = build_qwen25_tokenizer()
+        elif isinstance(tokenizer, str | os.PathLike):
+            from research_env.tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(str(tokenizer))
+        self.tokenizer = tokenizer
+        self.template = resolve_template(template, apply_chat)
+        self.eos_token: str = eos_token or getattr(tokenizer, "eos_token", None) or (
+            protocol.CHAT_EOS_TOKEN if apply_chat else protocol.BASE_EOS_TOKEN)
+        self.reward_fn = get_reward_fn(reward_fn)
+        self.render_mode = render_mode
+        # A budget-passing observation is at most one chunk and one result block longer than the budget.
+        self.observation_space = UnicodeText(2 * max_context_chars)
+        self.action_space = UnicodeText(max_context_chars)
+        self._transcript = ""
+        self._done = True
+
+    @property
+    def stop_strings(self) -> list[str]:
+        """Strings at which a generation backend must stop so that the env can act (besides EOS)."""
+        return list(protocol.STOP_STRINGS)
+
+    @property
+    def record(self) -> QARecord:
+        """The question of the current episode."""
+        return self._record
+
+    @property
+    def prompt(self) -> str:
+        return self._transcript[: self._prompt_length]
+
+    @property
+    def response(self) -> str:
+        """Everything after the prompt: the policy's chunks and the env's result blocks."""
+        return self._transcript[self._prompt_length :]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        if "question_id" in options:
+            index = self.dataset.index_of(options["question_id"])
+        elif "index" in options:
+            index = int(options["index"])
+        else:
+            index = int(self.np_random.integers(len(self.dataset)))
+        self._record = self.dataset[index]
+        self._transcript = render_prompt(self._record.question, self.template, self.apply_chat, self.tokenizer)
+        self._prompt_length = len(self._transcript)
+        self._policy_start = self._prompt_length  # where the policy's text since the env last wrote begins
+        self._env_spans: list[tuple[int, int]] = []
+        self._num_searches = 0
+        self._done = False
+        return self._transcript, self._info(index=index, question=self._record.question)
+
+    def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
+        if self._done:
+            raise ResetNeeded("the episode is over: call reset() before step()")
+        if not isinstance(action, str):
+            raise TypeError(f"an action is the policy's next text chunk (str), got {type(action).__name__}; "
+                            "wrap the env in wrappers.TokenizedEnv to act with token ids")
+        self._transcript += action
+        policy_text = self._transcript[self._policy_start :]
+        kind = protocol.classify_chunk(policy_text, self.eos_token)
+        if kind is protocol.ChunkKind.END:
+            return self._finish(score_response(self.response, self._record.golden_answers, self.eos_token))
+        if kind is protocol.ChunkKind.SEARCH:
+            if self.max_searches is not None and self._num_searches >= self.max_searches:
+                return self._truncate("max_searches")
+            self._append_result(protocol.extract_search_query(policy_text))
+        if len(self._transcript) > self.max_context_chars:
+            return self._truncate("max_context_chars")
+        return self._transcript, 0.0, False, False, self._info()
+
+    def _append_result(self, query: str) -> None:
+        if query:
+            documents = [doc.contents for doc in self.retriever.search([query], self.top_k)[0]]
+        else:
+            documents = [protocol.EMPTY_QUERY_NOTICE]
+        start = len(self._transcript)
+        self._transcript += protocol.format_result(documents)
+        self._env_spans.append((start, len(self._transcript)))
+        self._policy_start = len(self._transcript)
+        self._num_searches += 1
+
+    def _finish(self, score: EpisodeScore) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        self._done = True
+        reward = float(self.reward_fn(score))
+        info = self._info(f1=score.f1, em=score.em, acc=score.acc, format_ok=score.format_ok, answer=score.answer,
+                          reason=score.reason, golden_answers=list(score.golden_answers))
+        return self._transcript, reward, True, False, info
+
+    def _truncate(self, reason: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        self._done = True
+        info = self._info(f1=0.0, em=0.0, acc=0.0, format_ok=False, answer=None, reason=f"budget: {reason}",
+                          truncation_reason=reason, golden_answers=list(self._record.golden_answers))
+        return self._transcript, 0.0, False, True, info
+
+    def _info(self, **extra: Any) -> dict[str, Any]:
+        return {"question_id": self._record.id, "prompt_length": self._prompt_length,
+                "env_spans": list(self._env_spans), "num_searches": self._num_searches, **extra}
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return self._transcript
+        if self.render_mode == "human":
+            print(self._transcript)
+        return None

@@ -1,0 +1,30 @@
+"""Retrieval: the :class:`Retriever` protocol, the embedded BM25 backend, and one shared retriever
+per corpus per process (all envs of a process search through the same index and JVM)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from research_env.retrieval.base import Document, Retriever, RetrieverError
+from research_env.retrieval.bm25 import BM25Retriever, CorpusFormatError, build_bm25_index, cached_index
+
+__all__ = [
+    "BM25Retriever", "CorpusFormatError", "Document", "Retriever", "RetrieverError",
+    "build_bm25_index", "cached_index", "shared_retriever",
+]
+
+_SHARED: dict[Path, BM25Retriever] = {}
+_LOCK = threading.Lock()
+
+
+def shared_retriever(corpus: str | os.PathLike | None = None) -> BM25Retriever:
+    """The process-wide BM25 retriever of a corpus (default: the shipped demo corpus)."""
+    from research_env.assets import DEMO_CORPUS
+
+    path = Path(corpus or DEMO_CORPUS).resolve()
+    with _LOCK:
+        if path not in _SHARED:
+            _SHARED[path] = BM25Retriever.from_corpus(path)
+        return _SHARED[path]
