@@ -5,6 +5,7 @@ policy's next text chunk; the env runs searches and scores the final answer."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -12,7 +13,7 @@ from gymnasium.error import ResetNeeded
 
 from research_env import protocol
 from research_env.data import QADataset, QARecord, load_qa_dataset
-from research_env.retrieval import Retriever, shared_retriever
+from research_env.retrieval import Document, Retriever, shared_retriever
 from research_env.reward import EpisodeScore, RewardFn, get_reward_fn, score_response
 from research_env.spaces import UnicodeText
 from research_env.templates import PromptTemplate, render_prompt, resolve_template
@@ -104,6 +105,7 @@ class ReSearchEnv(gym.Env[str, str]):
         self.action_space = UnicodeText(max_context_chars)
         self._transcript = ""
         self._done = True
+        self._pending = None
 
     @property
     def stop_strings(self) -> list[str]:
@@ -140,34 +142,54 @@ class ReSearchEnv(gym.Env[str, str]):
         self._env_spans: list[tuple[int, int]] = []
         self._num_searches = 0
         self._done = False
+        self._pending: protocol.ChunkKind | None = None
         return self._transcript, self._info(index=index, question=self._record.question)
 
     def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
-        if self._done:
-            raise ResetNeeded("the episode is over: call reset() before step()")
+        query = self.begin_step(action)
+        return self.end_step(None if query is None else self.retriever.search([query], self.top_k)[0])
+
+    def begin_step(self, action: str) -> str | None:
+        """First half of :meth:`step`: append the chunk and return the search query it asks for, or None.
+
+        Split out so that a vector env can send every env's pending query to the retriever in one
+        batched call, then finish each env with :meth:`end_step`.
+        """
+        if self._done or self._pending is not None:
+            raise ResetNeeded("the episode is over: call reset() before step()" if self._done
+                              else "begin_step() was called twice without end_step()")
         if not isinstance(action, str):
             raise TypeError(f"an action is the policy's next text chunk (str), got {type(action).__name__}; "
                             "wrap the env in wrappers.TokenizedEnv to act with token ids")
         self._transcript += action
         policy_text = self._transcript[self._policy_start :]
-        kind = protocol.classify_chunk(policy_text, self.eos_token)
+        self._pending = protocol.classify_chunk(policy_text, self.eos_token)
+        if self._pending is protocol.ChunkKind.SEARCH:
+            over_budget = self.max_searches is not None and self._num_searches >= self.max_searches
+            query = "" if over_budget else protocol.extract_search_query(policy_text)
+            return query or None  # an empty query is never sent to the retriever
+        return None
+
+    def end_step(self, documents: Sequence[Document] | None = None) -> tuple[str, SupportsFloat, bool, bool, dict]:
+        """Second half of :meth:`step`: append the retrieved ``documents`` (for the query that
+        :meth:`begin_step` returned) and return the usual step tuple."""
+        kind, self._pending = self._pending, None
+        if kind is None:
+            raise ResetNeeded("end_step() without begin_step()")
         if kind is protocol.ChunkKind.END:
             return self._finish(score_response(self.response, self._record.golden_answers, self.eos_token))
         if kind is protocol.ChunkKind.SEARCH:
             if self.max_searches is not None and self._num_searches >= self.max_searches:
                 return self._truncate("max_searches")
-            self._append_result(protocol.extract_search_query(policy_text))
+            contents = [d.contents for d in documents] if documents is not None else [protocol.EMPTY_QUERY_NOTICE]
+            self._append_result(contents)
         if len(self._transcript) > self.max_context_chars:
             return self._truncate("max_context_chars")
         return self._transcript, 0.0, False, False, self._info()
 
-    def _append_result(self, query: str) -> None:
-        if query:
-            documents = [doc.contents for doc in self.retriever.search([query], self.top_k)[0]]
-        else:
-            documents = [protocol.EMPTY_QUERY_NOTICE]
+    def _append_result(self, contents: list[str]) -> None:
         start = len(self._transcript)
-        self._transcript += protocol.format_result(documents)
+        self._transcript += protocol.format_result(contents)
         self._env_spans.append((start, len(self._transcript)))
         self._policy_start = len(self._transcript)
         self._num_searches += 1
