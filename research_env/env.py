@@ -5,6 +5,7 @@ policy's next text chunk; the env runs searches and scores the final answer."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
@@ -143,11 +144,16 @@ class ReSearchEnv(gym.Env[str, str]):
         self._num_searches = 0
         self._done = False
         self._pending: protocol.ChunkKind | None = None
+        self._query = ""
         return self._transcript, self._info(index=index, question=self._record.question)
 
     def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
         query = self.begin_step(action)
-        return self.end_step(None if query is None else self.retriever.search([query], self.top_k)[0])
+        if query is None:
+            return self.end_step()
+        started = time.perf_counter()
+        documents = self.retriever.search([query], self.top_k)[0]
+        return self.end_step(documents, latency_s=time.perf_counter() - started)
 
     def begin_step(self, action: str) -> str | None:
         """First half of :meth:`step`: append the chunk and return the search query it asks for, or None.
@@ -166,13 +172,18 @@ class ReSearchEnv(gym.Env[str, str]):
         self._pending = protocol.classify_chunk(policy_text, self.eos_token)
         if self._pending is protocol.ChunkKind.SEARCH:
             over_budget = self.max_searches is not None and self._num_searches >= self.max_searches
-            query = "" if over_budget else protocol.extract_search_query(policy_text)
-            return query or None  # an empty query is never sent to the retriever
+            self._query = "" if over_budget else protocol.extract_search_query(policy_text)
+            return self._query or None  # an empty query is never sent to the retriever
         return None
 
-    def end_step(self, documents: Sequence[Document] | None = None) -> tuple[str, SupportsFloat, bool, bool, dict]:
+    def end_step(self, documents: Sequence[Document] | None = None, *, latency_s: float = 0.0
+                 ) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
         """Second half of :meth:`step`: append the retrieved ``documents`` (for the query that
-        :meth:`begin_step` returned) and return the usual step tuple."""
+        :meth:`begin_step` returned) and return the usual step tuple.
+
+        A step that searched reports ``info["search"] = {"query", "doc_ids", "scores", "latency_s"}``
+        so that recorders can trace retrieval without touching the retriever.
+        """
         kind, self._pending = self._pending, None
         if kind is None:
             raise ResetNeeded("end_step() without begin_step()")
@@ -181,8 +192,17 @@ class ReSearchEnv(gym.Env[str, str]):
         if kind is protocol.ChunkKind.SEARCH:
             if self.max_searches is not None and self._num_searches >= self.max_searches:
                 return self._truncate("max_searches")
-            contents = [d.contents for d in documents] if documents is not None else [protocol.EMPTY_QUERY_NOTICE]
+            query = self._query
+            if query and documents is None:
+                raise ValueError(f"end_step() needs the documents retrieved for the query {query!r}")
+            documents = list(documents or [])
+            contents = [d.contents for d in documents] if query else [protocol.EMPTY_QUERY_NOTICE]
             self._append_result(contents)
+            search = {"query": query, "doc_ids": [d.id for d in documents], "scores": [d.score for d in documents],
+                      "latency_s": latency_s}
+            if len(self._transcript) > self.max_context_chars:
+                return self._truncate("max_context_chars", search=search)
+            return self._transcript, 0.0, False, False, self._info(search=search)
         if len(self._transcript) > self.max_context_chars:
             return self._truncate("max_context_chars")
         return self._transcript, 0.0, False, False, self._info()
@@ -201,10 +221,10 @@ class ReSearchEnv(gym.Env[str, str]):
                           reason=score.reason, golden_answers=list(score.golden_answers))
         return self._transcript, reward, True, False, info
 
-    def _truncate(self, reason: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    def _truncate(self, reason: str, **extra: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
         self._done = True
         info = self._info(f1=0.0, em=0.0, acc=0.0, format_ok=False, answer=None, reason=f"budget: {reason}",
-                          truncation_reason=reason, golden_answers=list(self._record.golden_answers))
+                          truncation_reason=reason, golden_answers=list(self._record.golden_answers), **extra)
         return self._transcript, 0.0, False, True, info
 
     def _info(self, **extra: Any) -> dict[str, Any]:
