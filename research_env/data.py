@@ -123,28 +123,28 @@ class QADataset(Sequence[QARecord]):
     """A read-only sequence of :class:`QARecord` backed by a Hugging Face ``Dataset``."""
 
     def __init__(self, table: Any, fmt: DatasetFormat, source: str) -> None:
-        self._table = table
-        self._to_record = _TO_RECORD[fmt]
+        self.table = table  # the underlying Hugging Face Dataset, in the file's own schema
+        self.to_record = _TO_RECORD[fmt]
         self.format = fmt
         self.source = source
         self._index_of_id: dict[str, int] | None = None
 
     def __len__(self) -> int:
-        return len(self._table)
+        return len(self.table)
 
     def __getitem__(self, index: int) -> QARecord:  # type: ignore[override]
         if not -len(self) <= index < len(self):
             raise IndexError(f"question index {index} out of range for {len(self)} questions")
-        return self._to_record(self._table[int(index)])
+        return self.to_record(self.table[int(index)])
 
     def __iter__(self) -> Iterator[QARecord]:
-        return (self._to_record(row) for row in self._table)
+        return (self.to_record(row) for row in self.table)
 
     def index_of(self, question_id: str) -> int:
         """Position of a question id (built once, on first use)."""
         if self._index_of_id is None:
             id_column = "_id" if self.format in ("hotpotqa", "2wiki") else "id"
-            self._index_of_id = {str(qid): i for i, qid in enumerate(self._table[id_column])}
+            self._index_of_id = {str(qid): i for i, qid in enumerate(self.table[id_column])}
         try:
             return self._index_of_id[str(question_id)]
         except KeyError:

@@ -1,9 +1,9 @@
 """A Gymnasium ``Text`` space for transcripts: any Unicode string, empty allowed.
 
-Gymnasium's ``Text`` only contains strings over its charset, and its shared-memory layout stores
-charset indices, so ``AsyncVectorEnv(shared_memory=True)`` silently drops every other character
-(accents, CJK, emoji). We register a layout for :class:`UnicodeText` that stores code points instead:
-observations cross process boundaries exactly, with either vector-env memory mode.
+Gymnasium's ``Text`` only contains strings over its charset, so it would reject accents, CJK or emoji
+in questions and passages. And ``AsyncVectorEnv(shared_memory=True)`` cannot carry Text at all: it reads
+the shared buffer once, when it is built, and for Text that read is a tuple of strings, not a view, so
+every later observation would be the empty initial one. We refuse that mode with a clear error.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import string
 from typing import Any
 
-import numpy as np
+from gymnasium.error import CustomSpaceError
 from gymnasium.spaces import Text
 from gymnasium.vector.utils import shared_memory as _shm
 
 #: Characters used when *sampling* (e.g. by ``check_env``); membership accepts any string.
 SAMPLE_CHARSET = string.ascii_letters + string.digits + string.punctuation + " \n" + "éü–—·中文"
-_PAD = -1  # code point 0 is a valid character, so padding is -1
 
 
 class UnicodeText(Text):
@@ -40,28 +39,10 @@ class UnicodeText(Text):
 
 
 @_shm.create_shared_memory.register(UnicodeText)
-def _create(space: UnicodeText, n: int = 1, ctx: Any = _shm.mp) -> Any:
-    return ctx.Array(np.dtype(np.int32).char, n * space.max_length)
-
-
-@_shm.write_to_shared_memory.register(UnicodeText)
-def _write(space: UnicodeText, index: int, value: str, shared_memory: Any) -> None:
-    if len(value) > space.max_length:
-        raise ValueError(f"a text of {len(value)} characters does not fit the shared-memory slot of "
-                         f"{space.max_length}; raise the env's max_context_chars or use shared_memory=False")
-    slot = np.frombuffer(shared_memory.get_obj(), dtype=np.int32)[index * space.max_length:(index + 1) *
-                                                                   space.max_length]
-    codes = np.frombuffer(value.encode("utf-32-le", "surrogatepass"), dtype=np.int32)
-    slot[: len(codes)] = codes
-    slot[len(codes):] = _PAD
-
-
-@_shm.read_from_shared_memory.register(UnicodeText)
-def _read(space: UnicodeText, shared_memory: Any, n: int = 1) -> tuple[str, ...]:
-    rows = np.frombuffer(shared_memory.get_obj(), dtype=np.int32).reshape(n, space.max_length)
-    texts = []
-    for row in rows:
-        end = np.flatnonzero(row == _PAD)
-        codes = row[: end[0]] if len(end) else row
-        texts.append(codes.astype("<i4").tobytes().decode("utf-32-le", "surrogatepass"))
-    return tuple(texts)
+def _refuse_shared_memory(space: UnicodeText, n: int = 1, ctx: Any = None) -> Any:
+    raise CustomSpaceError(
+        "ReSearch observations are text, and AsyncVectorEnv(shared_memory=True) would return the initial "
+        "observation forever (it reads a Text buffer once, as a copy). "
+        "Use AsyncVectorEnv(..., shared_memory=False), or gym.make_vec(..., vectorization_mode='async', "
+        "vector_kwargs={'shared_memory': False})."
+    )
