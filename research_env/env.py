@@ -162,8 +162,9 @@ class ReSearchEnv(gym.Env[str, str]):
         batched call, then finish each env with :meth:`end_step`.
         """
         if self._done or self._pending is not None:
-            raise ResetNeeded("the episode is over: call reset() before step()" if self._done
-                              else "begin_step() was called twice without end_step()")
+            raise ResetNeeded("the episode is over: call reset() before step()" if self._done else
+                              "the previous step's search is still pending (did the retriever fail?): finish it with "
+                              "end_step(retriever.search([query], top_k)[0]) once the retriever is back, or reset()")
         if not isinstance(action, str):
             raise TypeError(f"an action is the policy's next text chunk (str), got {type(action).__name__}; "
                             "wrap the env in wrappers.TokenizedEnv to act with token ids")

@@ -8,10 +8,13 @@ import threading
 from pathlib import Path
 
 from research_env.retrieval.base import Document, Retriever, RetrieverError
-from research_env.retrieval.bm25 import BM25Retriever, CorpusFormatError, build_bm25_index, cached_index
+from research_env.retrieval.batcher import MicroBatcher
+from research_env.retrieval.bm25 import BM25Retriever, build_bm25_index, cached_index
+from research_env.retrieval.cache import CachedRetriever
+from research_env.retrieval.docstore import CorpusFormatError
 
 __all__ = [
-    "BM25Retriever", "CorpusFormatError", "Document", "Retriever", "RetrieverError",
+    "BM25Retriever", "CachedRetriever", "CorpusFormatError", "Document", "MicroBatcher", "Retriever", "RetrieverError",
     "build_bm25_index", "cached_index", "shared_retriever",
 ]
 

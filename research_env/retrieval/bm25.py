@@ -14,11 +14,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from research_env.retrieval.base import Document, RetrieverError
+from research_env.retrieval.docstore import iter_corpus_lines
 from research_env.retrieval.jvm import ensure_jvm
 
 #: Anserini's BM25 defaults (pyserini's LuceneSearcher uses the same).
@@ -30,10 +31,6 @@ MAX_QUERY_WORDS = 1000
 MAX_CLAUSES = 1 << 16
 _FINGERPRINT_CHUNK = 1 << 20
 _INDEX_FORMAT = "anserini-bm25-v1"  # bump when the index settings below change
-
-
-class CorpusFormatError(ValueError):
-    """A corpus line is not a JsonCollection document ``{"id": ..., "contents": ...}``."""
 
 
 def cache_root() -> Path:
@@ -53,21 +50,6 @@ def corpus_fingerprint(corpus: str | os.PathLike) -> str:
             f.seek(max(_FINGERPRINT_CHUNK, size - _FINGERPRINT_CHUNK))
             digest.update(f.read())
     return digest.hexdigest()[:20]
-
-
-def _read_documents(corpus: Path) -> Iterator[tuple[int, str]]:
-    """(bytes read, raw JSON line) for each document, checking the JsonCollection shape."""
-    with corpus.open("rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                doc = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise CorpusFormatError(f"{corpus}:{line_no}: not JSON ({e})") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str | int) or "contents" not in doc:
-                raise CorpusFormatError(f'{corpus}:{line_no}: expected {{"id": str, "contents": str}}')
-            yield len(raw), raw.decode("utf-8")
 
 
 def build_bm25_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads: int = 2,
@@ -94,9 +76,9 @@ def build_bm25_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, th
         batch: list[str] = []
         with tqdm(total=corpus.stat().st_size, unit="B", unit_scale=True, desc=f"BM25 index {corpus.name}",
                   disable=not progress) as bar:
-            for n_bytes, raw in _read_documents(corpus):
-                batch.append(raw)
-                bar.update(n_bytes)
+            for raw, _ in iter_corpus_lines(corpus):
+                batch.append(raw.decode("utf-8"))
+                bar.update(len(raw))
                 if len(batch) >= batch_size:
                     indexer.addRawDocuments(batch)
                     batch = []

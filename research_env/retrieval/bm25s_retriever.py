@@ -1,0 +1,100 @@
+"""An alternative in-process BM25 backend: ``bm25s`` (sparse matrices, numba top-k), no JVM.
+
+Faster than Lucene per query on one machine (see benchmarks/retrieval.py) but its analyser differs
+(Snowball stemmer, bm25s' English stop words), so scores and rankings are close to, not equal to,
+pyserini's, which stays the default.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from research_env.retrieval.base import Document, RetrieverError
+from research_env.retrieval.bm25 import DEFAULT_B, DEFAULT_K1, cache_root, corpus_fingerprint
+from research_env.retrieval.docstore import DocStore, read_corpus, write_docstore
+
+_MARKER = "bm25s.research_env"
+
+
+def _tokenize(texts: Sequence[str], **kwargs: Any) -> Any:
+    import bm25s
+    import Stemmer
+
+    return bm25s.tokenize(list(texts), stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False,
+                          **kwargs)
+
+
+def build_bm25s_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, k1: float = DEFAULT_K1,
+                      b: float = DEFAULT_B) -> Path:
+    """Index a JsonCollection JSONL with bm25s (Lucene's BM25 variant) into ``index_dir``, atomically."""
+    import bm25s
+
+    index_dir = Path(index_dir)
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=index_dir.parent))
+    try:
+        documents = list(read_corpus(corpus))
+        model = bm25s.BM25(k1=k1, b=b, method="lucene")
+        model.index(_tokenize([contents for _, contents in documents]), show_progress=False)
+        model.save(str(staging), show_progress=False)
+        write_docstore(documents, staging)
+        (staging / _MARKER).touch()
+        if index_dir.exists():
+            shutil.rmtree(index_dir)
+        os.replace(staging, index_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return index_dir
+
+
+class BM25SRetriever:
+    """bm25s over an index built by :func:`build_bm25s_index`; returns only documents that match a term
+    (score > 0), like Lucene."""
+
+    def __init__(self, index_dir: str | os.PathLike, threads: int = 0) -> None:
+        import bm25s
+
+        self.index_dir = Path(index_dir)
+        if not (self.index_dir / _MARKER).is_file():
+            raise FileNotFoundError(f"{self.index_dir} is not a bm25s index; build one with "
+                                    "`python scripts/build_index.py --corpus JSONL --index DIR --backend bm25s`")
+        self._model = bm25s.BM25.load(str(self.index_dir), mmap=True)
+        self._model.backend = "numba"
+        self.docs = DocStore(self.index_dir)
+        self.num_docs = len(self.docs)
+        self.threads = threads
+
+    @classmethod
+    def from_corpus(cls, corpus: str | os.PathLike, **kwargs: Any) -> BM25SRetriever:
+        """Index ``corpus`` into the cache on first use, then load it."""
+        from filelock import FileLock
+
+        index_dir = cache_root() / "indexes" / f"bm25s-{corpus_fingerprint(corpus)}"
+        index_dir.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(index_dir) + ".lock"):
+            if not index_dir.is_dir():
+                build_bm25s_index(corpus, index_dir)
+        return cls(index_dir, **kwargs)
+
+    @property
+    def identity(self) -> str:
+        return f"bm25s:{self.index_dir.name}:k1={self._model.k1}:b={self._model.b}"
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Document]]:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if not queries:
+            return []
+        try:
+            tokens = _tokenize(queries, return_ids=False)
+            rows, scores = self._model.retrieve(tokens, k=min(int(k), self.num_docs), show_progress=False,
+                                                n_threads=self.threads)
+        except Exception as e:  # bm25s raises ValueError/numba errors for anything that fails inside
+            raise RetrieverError(f"bm25s search failed in {self.index_dir}: {e}") from e
+        return [[self.docs.document(r, s) for r, s in zip(row_ids, row_scores, strict=True) if s > 0]
+                for row_ids, row_scores in zip(rows, scores, strict=True)]

@@ -1,0 +1,53 @@
+"""Serve a retriever over HTTP with ReSearch's (/search, /batch_search) and Search-R1's (/retrieve) wire formats.
+
+Examples:
+    python scripts/serve_retriever.py --corpus corpus.jsonl --port 8000            # BM25, indexed on first use
+    python scripts/serve_retriever.py --index indexes/wiki-bm25 --port 8000        # a built (or prebuilt) index
+    python scripts/serve_retriever.py --index indexes/wiki-e5 --dense e5-base-v2   # dense (faiss)
+    python scripts/serve_retriever.py --corpus corpus.jsonl --ray-replicas 4       # Ray Serve, 4 replicas
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from research_env.retrieval.service import DEFAULT_MAX_TOP_K, create_app, serve
+from research_env.retrieval.spec import BACKENDS, RetrieverSpec
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--corpus", help="JsonCollection JSONL ({id, contents}); indexed into the cache on first use")
+    source.add_argument("--index", help="an index directory built by scripts/build_index.py (or a Lucene index)")
+    parser.add_argument("--dense", metavar="MODEL_PATH", help="local sentence-transformers model: serve a dense index")
+    parser.add_argument("--dense-kind", choices=("flat", "hnsw"), default="flat", help="faiss index kind with --corpus")
+    parser.add_argument("--backend", choices=BACKENDS, help="default: dense with --dense, else bm25 (pyserini)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-batch-size", type=int, default=256, help="most queries per batched index call")
+    parser.add_argument("--max-wait-ms", type=float, default=1.0, help="how long an idle batcher waits for company")
+    parser.add_argument("--max-top-k", type=int, default=DEFAULT_MAX_TOP_K, help="larger top-k is clamped to this")
+    parser.add_argument("--ray-replicas", type=int, default=0, help="serve N replicas with Ray Serve instead")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    backend = args.backend or ("dense" if args.dense else "bm25")
+    spec = RetrieverSpec(backend=backend, index=args.index, corpus=args.corpus, model=args.dense,
+                         dense_kind=args.dense_kind)
+    app_options = {"max_batch_size": args.max_batch_size, "max_wait_s": args.max_wait_ms / 1000,
+                   "max_top_k": args.max_top_k}
+    if args.ray_replicas:
+        from research_env.retrieval.ray_serve import run_ray_service
+
+        run_ray_service(spec, args.ray_replicas, args.host, args.port, app_options)
+        return
+    retriever = spec.build()
+    print(f"serving {retriever.identity} on http://{args.host}:{args.port}", flush=True)
+    serve(create_app(retriever, **app_options), args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

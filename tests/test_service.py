@@ -1,0 +1,289 @@
+"""The retrieval service on a real uvicorn server on 127.0.0.1: both wire formats, bad input, load from 64
+concurrent clients; and the micro-batcher that coalesces requests into batched index calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from research_env.assets import DEMO_CORPUS, DEMO_DATASETS
+from research_env.retrieval import BM25Retriever, Document, RetrieverError, cached_index
+from research_env.retrieval.batcher import BatcherClosed, BatcherOverloaded, MicroBatcher
+from research_env.retrieval.http import HTTPRetriever
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``scripts/serve_retriever.py`` in a subprocess, killed at the end however the test ends."""
+
+    def __init__(self, index: Path, port: int | None = None) -> None:
+        self.index, self.port = index, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60.0) -> Server:
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "serve_retriever.py"), "--index", str(self.index),
+             "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise TimeoutError(f"server on {self.url} not up after {timeout_s}s")
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, sig)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def demo_index() -> Path:
+    return cached_index(DEMO_CORPUS, progress=False)
+
+
+@pytest.fixture(scope="session")
+def direct(demo_index: Path) -> BM25Retriever:
+    return BM25Retriever(demo_index)
+
+
+@pytest.fixture(scope="module")
+def server(demo_index: Path) -> Iterator[Server]:
+    srv = Server(demo_index).start()
+    yield srv
+    srv.stop()
+
+
+def gold_subquestions(limit: int = 120) -> list[str]:
+    """Real queries: MuSiQue's gold sub-questions, "X >> father" read as "X father"."""
+    queries = []
+    with DEMO_DATASETS["musique"].open() as f:
+        for line in f:
+            for step in json.loads(line)["question_decomposition"]:
+                queries.append(step["question"].replace(">>", " "))
+    return queries[:limit]
+
+
+def wire(docs: list[Document]) -> list[dict]:
+    return [{"id": d.id, "contents": d.contents} for d in docs]
+
+
+# -- both wire formats ---------------------------------------------------------------------------------------
+
+def test_research_and_search_r1_formats_equal_a_direct_index_call(server, direct):
+    queries = gold_subquestions(6)
+    expected = direct.search(queries, 5)
+    one = httpx.post(f"{server.url}/search", json={"query": queries[0], "top_n": 5}).json()
+    assert one == wire(expected[0])
+    docs, scores = httpx.post(f"{server.url}/search", json={"query": queries[0], "top_n": 5,
+                                                             "return_score": True}).json()
+    assert docs == wire(expected[0]) and scores == [d.score for d in expected[0]]
+    assert httpx.post(f"{server.url}/batch_search", json={"query": queries, "top_n": 5}).json() == \
+        [wire(e) for e in expected]
+    docs, scores = httpx.post(f"{server.url}/batch_search", json={"query": queries, "top_n": 5,
+                                                                   "return_score": True}).json()
+    assert docs == [wire(e) for e in expected] and scores == [[d.score for d in e] for e in expected]
+    result = httpx.post(f"{server.url}/retrieve", json={"queries": queries, "topk": 5, "return_scores": True}).json()
+    assert result == {"result": [[{"document": w, "score": d.score} for w, d in zip(wire(e), e, strict=True)]
+                                 for e in expected]}
+    assert httpx.post(f"{server.url}/retrieve", json={"queries": queries, "topk": 5}).json() == \
+        {"result": [wire(e) for e in expected]}
+
+
+def test_health_names_the_index_and_counts(server, direct):
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and health["index"] == direct.identity
+    assert health["num_docs"] == direct.num_docs and health["uptime_s"] > 0
+    assert health["batcher"]["queries"] >= health["batcher"]["index_calls"]
+
+
+# -- bad input: 4xx or documented clamping, and the server keeps serving ------------------------------------
+
+BAD_REQUESTS = [
+    ("/search", b'{"query": "x", "top_n": 0}'),
+    ("/search", b'{"query": "x", "top_n": -3}'),
+    ("/search", b'{"query": "x", "top_n": "5"}'),
+    ("/search", b'{"query": "x", "top_n": 2.5}'),
+    ("/search", b'{"query": "x", "top_n": true}'),
+    ("/search", b'{"query": 42}'),
+    ("/search", b'{"query": null}'),
+    ("/search", b'{"top_n": 3}'),
+    ("/search", b'{"query": "x", "return_score": "yes"}'),
+    ("/search", b'{"query": "' + b"a" * 100_000 + b'"}'),
+    ("/batch_search", b'{"query": "not a list"}'),
+    ("/batch_search", b'{"query": ["ok", 3]}'),
+    ("/batch_search", json.dumps({"query": ["q"] * 10_000}).encode()),
+    ("/retrieve", b'{"queries": ["x"], "topk": 0}'),
+    ("/retrieve", b'{"query": ["wrong field name"]}'),
+    ("/retrieve", b'{"queries": ['),
+    ("/retrieve", b"[1, 2, 3]"),
+    ("/retrieve", b"null"),
+    ("/retrieve", b"\xff\xfe not utf-8"),
+    ("/retrieve", b""),
+]
+
+
+def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(server, direct):
+    with httpx.Client(base_url=server.url, headers={"content-type": "application/json"}) as client:
+        for path, body in BAD_REQUESTS:
+            response = client.post(path, content=body)
+            assert 400 <= response.status_code < 500, (path, body[:80], response.status_code)
+            assert response.json()["detail"], (path, body[:80])
+        assert client.get("/nowhere").status_code == 404
+        assert client.get("/search").status_code == 405
+        query = gold_subquestions(1)[0]
+        assert client.post("/search", json={"query": query, "top_n": 3}).json() == wire(direct.search([query], 3)[0])
+
+
+def test_huge_top_k_is_clamped_and_says_so(server, direct):
+    response = httpx.post(f"{server.url}/retrieve", json={"queries": ["Paris"], "topk": 10**6})
+    assert response.status_code == 200 and response.headers["x-top-k-clamped"] == "100"
+    assert response.json()["result"] == [wire(direct.search(["Paris"], 100)[0])]
+    assert "x-top-k-clamped" not in httpx.post(f"{server.url}/retrieve", json={"queries": ["Paris"]}).headers
+
+
+def test_empty_and_odd_queries_are_answered(server):
+    odd = ["", "   ", "\n\t", "🎉 Zürich 苏黎世", "AND OR NOT ( ) : * ? ~ ^", "a/b/c " * 300, "\\" * 50]
+    result = httpx.post(f"{server.url}/batch_search", json={"query": odd, "top_n": 3}).json()
+    assert len(result) == len(odd) and result[0] == result[1] == result[2] == []
+
+
+# -- load ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_64_clients_x_100_mixed_requests_all_correct(server, direct):
+    """6,400 requests over /search, /batch_search and /retrieve from 64 threads, 0 errors, every answer equal
+    to the direct index call; the micro-batcher must have coalesced them."""
+    pool = gold_subquestions(120)
+    ks = (1, 3, 5, 10)
+    expected = {k: dict(zip(pool, direct.search(pool, k), strict=True)) for k in ks}
+    before = httpx.get(f"{server.url}/health").json()["batcher"]
+    research = HTTPRetriever(server.url, "research", deadline_s=60, max_connections=64)
+    search_r1 = HTTPRetriever(server.url, "search-r1", deadline_s=60, max_connections=64)
+    raw = httpx.Client(base_url=server.url, timeout=60,
+                       limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+
+    def client(t: int) -> int:
+        for j in range(100):
+            k = ks[(t + j) % len(ks)]
+            queries = [pool[(t * 100 + j + i * 37) % len(pool)] for i in range(1 + j % 3)]
+            kind = (t + j) % 3
+            if kind == 0:
+                assert raw.post("/search", json={"query": queries[0], "top_n": k}).json() == \
+                    wire(expected[k][queries[0]])
+            else:
+                got = (research if kind == 1 else search_r1).search(queries, k)
+                assert got == [expected[k][q] for q in queries]
+        return 100
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(64) as executor:
+        done = sum(executor.map(client, range(64)))
+    elapsed = time.monotonic() - started
+    after = httpx.get(f"{server.url}/health").json()["batcher"]
+    assert done == 6400 and elapsed < 90
+    assert after["requests"] - before["requests"] == 6400
+    assert after["index_calls"] - before["index_calls"] < 6400  # coalesced
+    research.close(), search_r1.close(), raw.close()
+
+
+# -- the micro-batcher ----------------------------------------------------------------------------------------
+
+class _Recording:
+    """A real retriever that records the size of each call it receives."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
+
+    def search(self, queries, k):
+        self.gate.wait(10)
+        self.calls.append((len(queries), k))
+        return self.inner.search(queries, k)
+
+
+def test_batcher_coalesces_concurrent_requests_and_keeps_them_apart(direct):
+    recording = _Recording(direct)
+    pool = gold_subquestions(40)
+    with MicroBatcher(recording, max_batch_size=64, max_wait_s=0.05) as batcher:
+        recording.gate.clear()  # hold the worker so that requests pile up behind the first one
+        first = batcher.submit(pool[:1], 5)
+        futures = [batcher.submit([q], 5 if i % 2 else 3) for i, q in enumerate(pool[1:])]
+        recording.gate.set()
+        assert first.result(10) == direct.search(pool[:1], 5)
+        for i, (q, future) in enumerate(zip(pool[1:], futures, strict=True)):
+            assert future.result(10) == direct.search([q], 5 if i % 2 else 3)
+        assert len(recording.calls) <= 4 and sorted({k for _, k in recording.calls}) == [3, 5]
+        assert batcher.stats.requests == 40 and batcher.stats.queries == 40
+
+
+def test_batcher_sends_the_backend_error_to_every_caller_and_keeps_working(direct):
+    class Failing(_Recording):
+        def search(self, queries, k):
+            if "explode" in queries:
+                raise RetrieverError("backend failed")
+            return super().search(queries, k)
+
+    with MicroBatcher(Failing(direct), max_wait_s=0.05) as batcher:
+        futures = [batcher.submit(["explode"], 5), batcher.submit(["Paris"], 5)]
+        for future in futures:
+            with pytest.raises(RetrieverError, match="backend failed"):
+                future.result(10)
+        assert batcher.search(["Paris"], 5) == direct.search(["Paris"], 5)
+
+
+def test_batcher_sheds_load_and_refuses_after_close(direct):
+    recording = _Recording(direct)
+    batcher = MicroBatcher(recording, max_pending=4)
+    recording.gate.clear()
+    held = batcher.submit(["a", "b", "c"], 5)
+    with pytest.raises(BatcherOverloaded, match="max_pending=4"):
+        batcher.submit(["d", "e"], 5)
+    recording.gate.set()
+    held.result(10)
+    batcher.close()
+    with pytest.raises(BatcherClosed):
+        batcher.submit(["x"], 5)
+
+
+def test_server_shuts_down_promptly_on_sigterm(demo_index):
+    """uvicorn drains, the batcher's worker stops, then uvicorn re-raises SIGTERM (so the exit status says so)."""
+    srv = Server(demo_index).start()
+    try:
+        srv.signal(signal.SIGTERM)
+        assert srv.process.wait(15) in (0, -signal.SIGTERM)
+    finally:
+        srv.stop()
