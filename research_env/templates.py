@@ -111,8 +111,12 @@ def render_prompt(question: str, template: PromptTemplate, apply_chat: bool = Fa
         return template.text.replace(QUESTION_SLOT, question)
     if tokenizer is None or getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("apply_chat=True needs a tokenizer with a chat template")
+    return tokenizer.apply_chat_template(chat_messages(question, template), tokenize=False, add_generation_prompt=True)
+
+
+def chat_messages(question: str, template: PromptTemplate) -> list[dict[str, str]]:
+    """A prompt as chat messages: the system template and the question, or the filled base template as the
+    user turn. The one place this rule lives, for the env's rendering and for messages-based servers."""
     if template.kind == "system":
-        messages = [{"role": "system", "content": template.text}, {"role": "user", "content": question}]
-    else:
-        messages = [{"role": "user", "content": template.text.replace(QUESTION_SLOT, question)}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return [{"role": "system", "content": template.text}, {"role": "user", "content": question}]
+    return [{"role": "user", "content": template.text.replace(QUESTION_SLOT, question)}]

@@ -1,0 +1,499 @@
+"""The wrappers of issue #4 as specifications: the token view's invariants as properties of arbitrary
+episodes (a tiny trained tokenizer and the real Qwen2.5 one), chat-template checks, budgets, traces that
+replay bit for bit and reject tampering, episode statistics, and vector envs with NEXT_STEP autoreset."""
+
+from __future__ import annotations
+
+import json
+from itertools import groupby
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+import research_env  # noqa: F401  (registers the env ids)
+from research_env import Document, ReSearchEnv, load_qa_dataset
+from research_env.assets import DEMO_CORPUS, DEMO_DATASETS
+from research_env.tokenizer import CHAT_TEMPLATE, build_qwen25_tokenizer
+from research_env.vector import BatchedRetrievalVectorEnv
+from wrappers import (
+    Budget,
+    ChatTemplate,
+    ChatTemplateError,
+    EpisodeStatistics,
+    RecordTrace,
+    TokenIds,
+    TokenizedEnv,
+    TraceMismatchError,
+    load_trace,
+    replay,
+)
+from wrappers.trace import _line
+
+EOS = "<|endoftext|>"
+SEARCH = "<think> Where is it? </think><search> capital of France </search>"
+ANSWER = "<think> Paris. </think><answer> \\boxed{Paris} </answer>"
+PROPERTY_SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+class FakeRetriever:
+    """A handful of passages scored by word overlap: instant and deterministic, for the property tests
+    (BM25 has its own tests, and one episode below runs on it). The passages carry what tokenisation
+    must survive: a decomposed "ñ", rare CJK split over several byte tokens, emoji, and special-token
+    and tag strings written as plain text."""
+
+    identity = "fake:five-passages"
+    PASSAGES = (
+        ("p1", '"Paris"\nParis is the capital of France.'),
+        ("p2", '"La Cañada Flintridge"\nLa Can\u0303ada Flintridge is a city in California.'),
+        ("p3", '"中文"\n中文 means Chinese; 𠀀 is a rare character and 🧬 is DNA.'),
+        ("p4", f'"Tokens"\nThis passage quotes {EOS} and <|im_end|> as plain text.'),
+        ("p5", '"Tags"\nA passage holding </result> and <search> tags.'),
+    )
+
+    def __init__(self, bonus: float = 0.0) -> None:
+        self.bonus = bonus  # a different bonus gives the same documents with other scores
+
+    def search(self, queries: list[str], k: int) -> list[list[Document]]:
+        results = []
+        for query in queries:
+            words = set(query.lower().split())
+            docs = [Document(i, text, float(len(words & set(text.lower().split()))) + self.bonus)
+                    for i, text in self.PASSAGES]
+            results.append(sorted(docs, key=lambda d: -d.score)[:k])
+        return results
+
+
+def tiny_backend() -> Tokenizer:
+    """A byte-level BPE of 512 ids trained on 300 passages of the demo corpus (about a second)."""
+    with DEMO_CORPUS.open(encoding="utf-8") as f:
+        texts = [json.loads(line)["contents"] for _, line in zip(range(300), f, strict=False)]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=512, special_tokens=[EOS, "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    return backend
+
+
+def fast_tokenizer(backend: Tokenizer, eos: str = EOS, chat_template: str | None = None) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=eos, chat_template=chat_template,
+                                   clean_up_tokenization_spaces=False)
+
+
+@pytest.fixture(scope="module")
+def backend() -> Tokenizer:
+    return tiny_backend()
+
+
+@pytest.fixture(scope="module")
+def tiny(backend: Tokenizer) -> PreTrainedTokenizerFast:
+    return fast_tokenizer(backend)
+
+
+@pytest.fixture(scope="module")
+def qwen() -> PreTrainedTokenizerFast:
+    return build_qwen25_tokenizer(base=True)
+
+
+@pytest.fixture(scope="module")
+def musique():
+    return load_qa_dataset(DEMO_DATASETS["musique"])
+
+
+def fake_env(dataset, **kwargs) -> ReSearchEnv:
+    return ReSearchEnv(dataset=dataset, retriever=FakeRetriever(), **kwargs)
+
+
+# --- the token view --------------------------------------------------------------------------------
+
+def decode(tokenizer, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def check_segments(tokenizer, obs: dict, info: dict, done: bool) -> None:
+    """Mask runs decode to exactly the text they stand for: env runs to the prompt and the result blocks
+    (so no token straddles a boundary), policy runs to the policy's text between them. Only the open
+    run of an unfinished episode may decode to more: a carried partial character, decoded as U+FFFD."""
+    text, runs = obs["text"], [(m, [i for i, _ in g]) for m, g in
+                               groupby(zip(obs["input_ids"], obs["policy_mask"], strict=True), key=lambda p: p[1])]
+    env_spans = [(0, info["prompt_length"]), *map(tuple, info["env_spans"])]
+    cursor, k = 0, 0
+    for n, (mask, ids) in enumerate(runs):
+        decoded = decode(tokenizer, ids)
+        if mask == 0:
+            start, end = env_spans[k]
+            assert (start, decoded) == (cursor, text[start:end])
+            k, cursor = k + 1, end
+            continue
+        end = env_spans[k][0] if k < len(env_spans) else len(text)
+        written, cursor = text[cursor:end], end
+        if n == len(runs) - 1 and not done:
+            assert decoded.startswith(written)
+            assert decoded == written or decoded.endswith("\ufffd")
+        else:
+            assert decoded == written
+    assert (k, cursor) == (len(env_spans), len(text))
+
+
+def run_checked(env: TokenizedEnv, actions: list, *, index: int = 0) -> list[tuple]:
+    """Play ``actions`` (until the episode ends) checking the token invariants after every step."""
+    tokenizer = env.tokenizer
+    obs, info = env.reset(options={"index": index})
+    assert sum(obs["policy_mask"]) == 0 and obs["text"] == env.unwrapped.prompt
+    check_segments(tokenizer, obs, info, done=False)
+    steps = []
+    for action in actions:
+        before = obs
+        obs, reward, terminated, truncated, info = env.step(action)
+        ids, mask, n = obs["input_ids"], obs["policy_mask"], len(before["input_ids"])
+        assert len(ids) == len(mask) and obs in env.observation_space
+        assert ids[:n] == before["input_ids"] and mask[:n] == before["policy_mask"]  # append-only
+        new = ids[n:]
+        n_policy = len(action) if not isinstance(action, str) else sum(mask[n:])
+        assert mask[n:] == [1] * n_policy + [0] * (len(new) - n_policy)
+        if isinstance(action, str):
+            assert decode(tokenizer, new[:n_policy]) == action  # a text action is tokenised exactly
+        else:
+            assert new[:n_policy] == list(action)  # sampled ids are kept verbatim
+        assert obs["text"] == env.unwrapped.prompt + env.unwrapped.response
+        check_segments(tokenizer, obs, info, done=terminated or truncated)
+        steps.append((action, obs, reward, terminated, truncated, info))
+        if terminated or truncated:
+            break
+    return steps
+
+
+PIECES = st.sampled_from(["<think>", "</think>", "<search>", "</search>", "</result>", "<answer>", "</answer>",
+                          "\\boxed{Paris}", " ", "\n", "capital of France", "é", "e\u0301", "n\u0303", "中文", "𠀀",
+                          "🧬", "\ufffd", "<|im_end|>", EOS])
+CHUNK_TEXT = st.lists(st.one_of(PIECES, st.text(max_size=6)), max_size=6).map("".join)
+ENDINGS = st.sampled_from(["", "", "</search>", " </search>\n", EOS])
+
+
+def episode_actions(tokenizer) -> st.SearchStrategy[list]:
+    """Episodes as a generator could produce them, and worse: text chunks tokenised and cut at any id
+    (splitting multi-byte characters over two steps), text actions, and arbitrary ids (raw bytes, EOS)."""
+    byte_ids = sorted(tokenizer.convert_tokens_to_ids(c) for c in pre_tokenizers.ByteLevel.alphabet())
+    eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    raw = st.lists(st.one_of(st.sampled_from(byte_ids), st.integers(0, len(tokenizer) - 1), st.just(eos_id)),
+                   max_size=5).map(lambda ids: [ids])
+
+    @st.composite
+    def chunk(draw) -> list:
+        text = draw(CHUNK_TEXT) + draw(ENDINGS)
+        if draw(st.booleans()):
+            return [text]
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        cut = draw(st.integers(0, len(ids)))
+        return [ids[:cut], ids[cut:]]
+
+    return st.lists(st.one_of(chunk(), chunk(), raw), min_size=1, max_size=8).map(lambda xs: [a for x in xs for a in x])
+
+
+@pytest.fixture(scope="module")
+def tiny_view(tiny, musique) -> TokenizedEnv:
+    return TokenizedEnv(fake_env(musique, max_searches=3), tiny)
+
+
+@pytest.fixture(scope="module")
+def qwen_view(qwen, musique) -> TokenizedEnv:
+    return TokenizedEnv(fake_env(musique, max_searches=3), qwen)
+
+
+@pytest.mark.slow
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_token_invariants_hold_on_arbitrary_episodes_with_a_tiny_trained_tokenizer(tiny_view, data):
+    actions = data.draw(episode_actions(tiny_view.tokenizer))
+    run_checked(tiny_view, actions, index=data.draw(st.integers(0, 99)))
+
+
+@pytest.mark.slow
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_token_invariants_hold_on_arbitrary_episodes_with_the_qwen25_tokenizer(qwen_view, data):
+    actions = data.draw(episode_actions(qwen_view.tokenizer))
+    run_checked(qwen_view, actions, index=data.draw(st.integers(0, 99)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text())
+def test_text_is_encoded_so_that_it_decodes_back_unchanged(qwen_view, tiny_view, text):
+    for view in (qwen_view, tiny_view):
+        assert decode(view.tokenizer, view.encode_text(text)) == text
+
+
+def test_a_character_split_over_two_actions_reaches_the_env_whole(qwen_view):
+    first, *rest = qwen_view.tokenizer("𠀀", add_special_tokens=False)["input_ids"]
+    assert rest, "the test needs a character of several byte tokens"
+    (_, obs, *_), (_, obs2, *_) = run_checked(qwen_view, [[first], rest])
+    assert obs["text"] == qwen_view.unwrapped.prompt and obs["policy_mask"][-1] == 1
+    assert obs2["text"].endswith("𠀀")
+
+
+def test_a_stop_string_followed_by_a_partial_character_does_not_search(qwen_view):
+    partial = qwen_view.tokenizer("𠀀", add_special_tokens=False)["input_ids"][:1]
+    search = qwen_view.tokenizer(SEARCH, add_special_tokens=False)["input_ids"]
+    (_, obs, _, _, _, info), *_ = run_checked(qwen_view, [search + partial])
+    assert info["num_searches"] == 0 and obs["text"].endswith("</search")  # ">" waits with the partial char
+    steps = run_checked(qwen_view, [search + partial, [qwen_view.tokenizer.convert_tokens_to_ids(EOS)]])
+    assert steps[-1][3] and steps[-1][1]["text"].endswith("</search>\ufffd" + EOS)  # terminated, never searched
+
+
+def test_passages_cannot_inject_special_tokens(qwen_view):
+    (_, obs, *_), = run_checked(qwen_view, ["<search> passage quotes plain text </search>"])
+    eos_id = qwen_view.tokenizer.convert_tokens_to_ids(EOS)
+    assert f"quotes {EOS} and" in obs["text"]
+    assert eos_id not in [i for i, m in zip(obs["input_ids"], obs["policy_mask"], strict=True) if m == 0]
+
+
+def test_a_decomposed_character_stays_decomposed(qwen_view):
+    (_, obs, *_), = run_checked(qwen_view, ["<search> La Flintridge city </search>"])
+    assert "La Can\u0303ada" in obs["text"]  # Qwen's NFC would have composed it
+
+
+def test_token_ids_out_of_the_vocabulary_are_rejected(tiny_view):
+    tiny_view.reset(options={"index": 0})
+    with pytest.raises(ValueError, match="token ids must lie in"):
+        tiny_view.step([len(tiny_view.tokenizer)])
+    assert TokenIds(3).contains([0, 2]) and not TokenIds(3).contains([3]) and TokenIds(3).contains((1,))
+
+
+@pytest.mark.slow
+def test_a_real_bm25_episode_keeps_the_token_invariants_and_replays(qwen, tmp_path):
+    def stack():
+        return Budget(TokenizedEnv(gym.make("ReSearch-MuSiQue-v0"), qwen), max_tokens=8192)
+
+    env = RecordTrace(stack(), tmp_path)
+    question = "Polish-Russian War"
+    actions = [f"<think> I need facts. </think><search> {question} </search>",
+               qwen(" <search> Cañada Flintridge </search>", add_special_tokens=False)["input_ids"],
+               qwen(ANSWER + EOS, add_special_tokens=False)["input_ids"]]
+    steps = run_checked(env.env.env, actions)  # checked on the bare token view, then recorded through the stack
+    assert [s[5]["num_searches"] for s in steps] == [1, 2, 2] and steps[-1][3]
+    env.reset(options={"index": 0})
+    for action in actions:
+        *_, info = env.step(action)
+    assert info["tokens_left"] == 8192 - len(steps[-1][1]["input_ids"])
+    assert replay(env.trace_path, stack()) == steps[-1][2]
+
+
+# --- budgets ---------------------------------------------------------------------------------------
+
+def test_max_turns_truncates_after_that_many_chunks(musique):
+    env = Budget(fake_env(musique), max_turns=2)
+    env.reset(options={"index": 0})
+    assert env.step("<think> one")[3] is False
+    _, reward, terminated, truncated, info = env.step(" two")
+    assert (reward, terminated, truncated, info["truncation_reason"]) == (0.0, False, True, "max_turns")
+    assert info["f1"] == 0.0 and info["reason"] == "budget: max_turns"
+
+
+def test_an_episode_ending_on_its_last_turn_is_not_truncated(musique):
+    env = Budget(fake_env(musique), max_turns=1)
+    env.reset(options={"index": 0})
+    assert env.step(ANSWER + EOS)[2:4] == (True, False)
+
+
+def test_max_tokens_counts_the_whole_context(tiny, musique):
+    env = Budget(TokenizedEnv(fake_env(musique), tiny), max_tokens=10_000)
+    obs, info = env.reset(options={"index": 0})
+    assert info["tokens_left"] == 10_000 - len(obs["input_ids"])
+    answer = tiny(ANSWER + EOS, add_special_tokens=False)["input_ids"]
+
+    def play(max_tokens: int, *actions: list[int]) -> tuple:
+        env.max_tokens = max_tokens
+        env.reset(options={"index": 0})
+        return [env.step(a) for a in actions][-1]
+
+    prompt = len(obs["input_ids"])
+    _, reward, terminated, truncated, info = play(prompt + len(answer), answer)
+    assert terminated and not truncated and info["tokens_left"] == 0  # an EOS on the last allowed token counts
+    _, reward, terminated, truncated, info = play(prompt + len(answer) - 1, answer)
+    assert (reward, terminated, truncated, info["truncation_reason"]) == (0.0, False, True, "max_tokens")
+    _, reward, terminated, truncated, info = play(prompt + 3, answer[:3])
+    assert truncated and info["truncation_reason"] == "max_tokens"  # full, and no room left for an EOS
+
+
+def test_max_tokens_needs_the_token_view_and_searches_are_the_envs_budget(musique):
+    with pytest.raises(TypeError, match="TokenizedEnv"):
+        Budget(fake_env(musique), max_tokens=8192)
+    env = Budget(fake_env(musique, max_searches=0), max_turns=5)
+    env.reset(options={"index": 0})
+    assert env.step(SEARCH)[4]["truncation_reason"] == "max_searches"
+
+
+# --- chat template ---------------------------------------------------------------------------------
+
+def chat_env(dataset, tokenizer, **kwargs) -> ReSearchEnv:
+    return fake_env(dataset, apply_chat=True, tokenizer=tokenizer, **kwargs)
+
+
+def test_chat_messages_render_back_to_the_transcript(qwen, musique):
+    env = ChatTemplate(chat_env(musique, qwen, eos_token="<|im_end|>"), qwen)
+    _, info = env.reset(options={"index": 3})
+    assert [m["role"] for m in info["messages"]] == ["system", "user"]
+    assert info["messages"][1]["content"] == env.unwrapped.record.question
+    env.step(SEARCH)
+    *_, terminated, _, info = env.step(ANSWER + "<|im_end|>")
+    assert terminated and info["messages"][-1] == {"role": "assistant", "content": env.unwrapped.response}
+
+
+def test_chat_template_mismatches_are_errors(backend, musique):
+    chatml = fast_tokenizer(backend, "<|im_end|>", CHAT_TEMPLATE)
+    env = ChatTemplate(chat_env(musique, chatml), chatml)
+    env.reset(options={"index": 0})
+    env.step(SEARCH)  # the matching template passes
+    other = fast_tokenizer(backend, "<|im_end|>", CHAT_TEMPLATE.replace("<|im_start|>", "<|im_start|> "))
+    with pytest.raises(ChatTemplateError, match="prompt differs"):
+        ChatTemplate(chat_env(musique, chatml), other).reset(options={"index": 0})
+    drops_thinking = fast_tokenizer(backend, "<|im_end|>", CHAT_TEMPLATE.replace(
+        "message['content']", "message['content'].split('</think>')[-1]"))
+    env = ChatTemplate(chat_env(musique, drops_thinking), drops_thinking)
+    env.reset(options={"index": 0})
+    with pytest.raises(ChatTemplateError, match="verbatim"):
+        env.step(SEARCH)
+    with pytest.raises(ChatTemplateError, match="one token"):
+        ChatTemplate(chat_env(musique, chatml, eos_token="</answer>"), chatml)
+    with pytest.raises(ChatTemplateError, match="apply_chat=True"):
+        ChatTemplate(fake_env(musique), chatml)
+
+
+# --- traces and replay -----------------------------------------------------------------------------
+
+@pytest.fixture
+def recorded(musique, tmp_path) -> tuple[Path, float]:
+    env = RecordTrace(fake_env(musique, top_k=2), tmp_path)
+    env.reset(seed=7)
+    env.step(SEARCH)
+    _, reward, terminated, _, _ = env.step(ANSWER + EOS)
+    assert terminated
+    return env.trace_path, reward
+
+
+def rewrite(path: Path, records: list[dict], *, reseal: bool) -> Path:
+    """Write records back; with ``reseal`` the end line's digest is recomputed, as a forger would."""
+    if reseal:
+        import hashlib
+
+        records[-1]["sha256"] = hashlib.sha256("".join(map(_line, records[:-1])).encode()).hexdigest()
+    path.write_text("".join(map(_line, records)), encoding="utf-8")
+    return path
+
+
+def test_a_recorded_episode_replays_bit_for_bit(recorded, musique):
+    path, reward = recorded
+    head, search, answer, end = load_trace(path)
+    assert (head["seed"], head["index"], head["top_k"]) == (7, FakeRetriever.identity, 2)
+    assert search["search"]["query"] == "capital of France" and search["search"]["doc_ids"][0] == "p1"
+    assert search["search"]["latency_s"] >= 0 and answer["action"] == ANSWER + EOS
+    assert end["outcome"]["answer"] == "Paris" and end["outcome"]["format_ok"] and reward > 0
+    assert replay(path, fake_env(musique, top_k=2)) == reward
+
+
+@pytest.mark.parametrize(("field", "value"), [("action", ANSWER.replace("Paris", "Lyon") + EOS),
+                                              ("reward", 0.5), ("obs_sha256", "0" * 64)])
+def test_an_edited_trace_is_rejected_even_when_resealed(recorded, musique, field, value):
+    path, _ = recorded
+    records = load_trace(path)
+    records[2][field] = value
+    with pytest.raises(TraceMismatchError, match="altered"):
+        replay(rewrite(path, [dict(r) for r in records], reseal=False), fake_env(musique, top_k=2))
+    with pytest.raises(TraceMismatchError, match="step 2"):
+        replay(rewrite(path, records, reseal=True), fake_env(musique, top_k=2))
+
+
+def test_edits_the_env_cannot_reproduce_are_caught_by_the_digest(recorded, musique):
+    path, _ = recorded
+    records = load_trace(path)
+    records[1]["search"]["latency_s"] = 0.0
+    with pytest.raises(TraceMismatchError, match="altered"):
+        replay(rewrite(path, records, reseal=False), fake_env(musique, top_k=2))
+
+
+def test_a_cut_or_extended_trace_is_rejected(recorded, musique):
+    path, _ = recorded
+    records = load_trace(path)
+    with pytest.raises(TraceMismatchError, match="incomplete"):
+        replay(records[:-1], fake_env(musique, top_k=2))
+    with pytest.raises(TraceMismatchError, match="end before the episode"):
+        replay(rewrite(path, records[:2] + records[-1:], reseal=True), fake_env(musique, top_k=2))
+    with pytest.raises(TraceMismatchError, match="not a step"):
+        replay(rewrite(path, [*records[:-1], records[2], records[-1]], reseal=True), fake_env(musique, top_k=2))
+
+
+def test_a_different_index_or_retrieval_is_reported(recorded, musique):
+    path, _ = recorded
+
+    class OtherIndex(FakeRetriever):
+        identity = "fake:another-index"
+
+    with pytest.raises(TraceMismatchError, match="index identity"):
+        replay(path, ReSearchEnv(dataset=musique, retriever=OtherIndex(), top_k=2))
+    with pytest.raises(TraceMismatchError, match="step 1: the search's scores"):
+        replay(path, ReSearchEnv(dataset=musique, retriever=FakeRetriever(bonus=1.0), top_k=2))
+
+
+def test_traces_are_never_overwritten(musique, tmp_path):
+    RecordTrace(fake_env(musique), tmp_path).reset(seed=0)
+    with pytest.raises(FileExistsError):
+        RecordTrace(fake_env(musique), tmp_path).reset(seed=0)
+
+
+# --- statistics and vector envs --------------------------------------------------------------------
+
+def test_episode_statistics(tiny, musique):
+    env = EpisodeStatistics(TokenizedEnv(fake_env(musique), tiny))
+    env.reset(options={"index": 0})
+    *_, info = env.step(SEARCH)
+    assert "episode" not in info
+    latency = info["search"]["latency_s"]
+    obs, reward, *_, info = env.step(ANSWER + EOS)
+    episode = info["episode"]
+    assert (episode["r"], episode["l"], episode["searches"]) == (reward, 2, 1)
+    assert episode["response_tokens"] == sum(obs["policy_mask"]) > 0
+    assert episode["retrieval_s"] == latency and episode["t"] >= episode["env_s"] >= episode["retrieval_s"]
+
+
+def training_stack(dataset: str, tokenizer, trace_dir: Path, worker: int) -> gym.Env:
+    env = TokenizedEnv(fake_env(load_qa_dataset(dataset)), tokenizer)
+    return EpisodeStatistics(RecordTrace(Budget(env, max_tokens=4096, max_turns=3), trace_dir,
+                                         name_prefix=f"worker{worker}"))
+
+
+@pytest.mark.parametrize("vector_env", [SyncVectorEnv, AsyncVectorEnv, BatchedRetrievalVectorEnv])
+def test_the_stack_runs_in_vector_envs_with_next_step_autoreset(vector_env, tiny, musique, tmp_path):
+    dataset = str(DEMO_DATASETS["musique"])
+    fns = [lambda i=i: training_stack(dataset, tiny, tmp_path, i) for i in range(2)]
+    kwargs = {"shared_memory": False} if vector_env is AsyncVectorEnv else {}
+    envs = vector_env(fns, autoreset_mode=AutoresetMode.NEXT_STEP, **kwargs)
+    try:
+        obs, _ = envs.reset(seed=5)
+        assert [sum(m) for m in obs["policy_mask"]] == [0, 0]
+        # env 0 searches then answers; env 1 answers at once, then is reset on the next step
+        obs, rewards, terminated, truncated, infos = envs.step([SEARCH, ANSWER + EOS])
+        assert list(terminated) == [False, True] and list(infos["_episode"]) == [False, True]
+        assert infos["episode"]["searches"][1] == 0 and infos["episode"]["response_tokens"][1] > 0
+        obs, rewards, terminated, truncated, infos = envs.step([ANSWER + EOS, "ignored: this env resets"])
+        assert list(terminated) == [True, False] and sum(obs["policy_mask"][1]) == 0  # NEXT_STEP autoreset
+        assert infos["episode"]["searches"][0] == 1 and list(infos["_episode"]) == [True, False]
+        obs, rewards, terminated, truncated, infos = envs.step(["also ignored", "<think> thinking"])
+        assert sum(obs["policy_mask"][0]) == 0 and sum(obs["policy_mask"][1]) > 0
+        if vector_env is BatchedRetrievalVectorEnv:
+            assert envs.retriever_calls == 1  # the one search went through the batched path
+    finally:
+        envs.close()
+    traces = sorted(tmp_path.glob("*.jsonl"))
+    assert [p.name for p in traces] == ["worker0-000000.jsonl", "worker0-000001.jsonl", "worker1-000000.jsonl",
+                                        "worker1-000001.jsonl"]
+    for path in (traces[0], traces[2]):  # the finished episodes replay; the open ones are incomplete
+        replay(path, Budget(TokenizedEnv(fake_env(musique), tiny), max_tokens=4096, max_turns=3))
+    with pytest.raises(TraceMismatchError, match="incomplete"):
+        replay(traces[3], Budget(TokenizedEnv(fake_env(musique), tiny), max_tokens=4096, max_turns=3))

@@ -1,0 +1,163 @@
+"""``TokenizedEnv``: the token-level view of a text env, with an exact per-token policy mask."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.spaces import Dict, Discrete, Sequence
+
+from research_env.protocol import ChunkKind, classify_chunk
+
+#: What a byte-level tokenizer decodes an incomplete UTF-8 character to.
+REPLACEMENT_CHAR = "\ufffd"
+
+
+class TokenizationError(ValueError):
+    """The tokenizer cannot represent the env's text exactly (e.g. it lower-cases or NFKC-normalises)."""
+
+
+class TokenIds(Sequence):
+    """Token id sequences over a vocabulary of ``vocab_size``. Unlike :class:`gymnasium.spaces.Sequence`,
+    membership accepts lists, which is what tokenizers and generators hand around."""
+
+    def __init__(self, vocab_size: int, seed: Any = None) -> None:
+        super().__init__(Discrete(vocab_size), seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        n = self.feature_space.n
+        return isinstance(x, list | tuple) and all(isinstance(i, int | np.integer) and 0 <= i < n for i in x)
+
+
+class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym.utils.RecordConstructorArgs):
+    """Observations as token ids with a loss mask; actions as the policy's sampled token ids.
+
+    The observation is ``{"input_ids", "policy_mask", "text"}``: the ids of the whole context, 1 where the
+    policy wrote a token and 0 where the env did (prompt, and each ``" <result>…</result>"`` block with its
+    tags and leading space), and the inner env's transcript. Because the env only appends, ids are only
+    appended too: the ids of step t are a prefix of those of step t+1, with no re-tokenisation drift.
+
+    * An action of token ids is kept verbatim (EOS included). The env receives the decoding of the
+      policy's tokens since the env last wrote, so decoding a policy run of ``input_ids`` gives exactly
+      the text the env holds for it. A str action is tokenised first (so that it decodes back
+      exactly; special-token strings such as the EOS become their tokens), then handled the same way.
+    * Env-written text is tokenised one segment at a time, so no token straddles a policy/env boundary.
+      Special-token strings inside result blocks are encoded as plain text: retrieved passages never
+      inject control tokens. Where the tokenizer's normaliser would change the text (Qwen2.5 applies NFC,
+      so a decomposed "ñ" would come back composed), the text is encoded in pieces that it keeps as
+      written; a tokenizer that changes text anyway raises :class:`TokenizationError`.
+    * Partial characters: a byte-level policy can end an action in the middle of a multi-byte UTF-8
+      character. Its bytes stay in ``input_ids`` but its text is carried to the next step (the env only
+      ever receives complete characters); while text is carried, enough of it is held back that the
+      env never sees a chunk ending in ``</search>`` or EOS which the policy did not end there. The
+      next action completes the character (or, if it can't be completed, delivers U+FFFD as decoded).
+      Only a step the env truncates on its own budget can leave carried bytes out of ``text``.
+
+    Example:
+        >>> import gymnasium as gym, research_env
+        >>> from research_env.tokenizer import build_qwen25_tokenizer
+        >>> from wrappers import TokenizedEnv
+        >>> tokenizer = build_qwen25_tokenizer(base=True)
+        >>> env = TokenizedEnv(gym.make("ReSearch-MuSiQue-v0"), tokenizer)
+        >>> obs, info = env.reset(seed=0)
+        >>> sum(obs["policy_mask"]), len(obs["input_ids"]) == len(obs["policy_mask"])
+        (0, True)
+        >>> n = len(obs["input_ids"])
+        >>> ids = tokenizer.encode("<think> ... </think><search> Polish-Russian War </search>")
+        >>> obs, reward, terminated, truncated, info = env.step(ids)
+        >>> obs["input_ids"][n : n + len(ids)] == ids, set(obs["policy_mask"][n : n + len(ids)])
+        (True, {1})
+        >>> obs["policy_mask"][-1], obs["text"].endswith("</result>")
+        (0, True)
+    """
+
+    def __init__(self, env: gym.Env[str, str], tokenizer: Any) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        self.tokenizer = tokenizer
+        vocab_size = len(tokenizer)
+        self.observation_space = Dict({"input_ids": TokenIds(vocab_size), "policy_mask": TokenIds(2),
+                                       "text": env.observation_space})
+        self.action_space = TokenIds(vocab_size)
+        normalizer = getattr(getattr(tokenizer, "backend_tokenizer", None), "normalizer", None)
+        self._normalize = normalizer.normalize_str if normalizer is not None else None
+        self._input_ids: list[int] = []
+        self._policy_mask: list[int] = []
+        self._text = ""
+        self._run: list[int] = []  # the policy's ids since the env last wrote
+        self._run_text = ""  # the part of their decoding already sent to the env
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+        text, info = self.env.reset(seed=seed, options=options)
+        self._input_ids, self._policy_mask, self._text = [], [], ""
+        self._run, self._run_text = [], ""
+        # The prompt keeps its special tokens: a chat template writes them on purpose.
+        self._append_env_text(text, split_special_tokens=False)
+        return self._observation(), info
+
+    def step(self, action: list[int] | str) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
+        ids = self.encode_text(action) if isinstance(action, str) else [int(i) for i in action]
+        vocab_size = self.action_space.feature_space.n
+        if unknown := [i for i in ids if not 0 <= i < vocab_size]:
+            raise ValueError(f"token ids must lie in [0, {vocab_size}), got {unknown}")
+        self._input_ids += ids
+        self._policy_mask += [1] * len(ids)
+        self._run += ids
+        chunk = self._deliverable_text()
+        text, reward, terminated, truncated, info = self.env.step(chunk)
+        self._text += chunk
+        if not text.startswith(self._text):
+            raise RuntimeError("the inner env rewrote its transcript; TokenizedEnv needs an append-only env")
+        if len(text) > len(self._text):  # the env wrote a result block: the policy's run is over
+            self._run, self._run_text = [], ""
+            self._append_env_text(text[len(self._text):], split_special_tokens=True)
+        return self._observation(), reward, terminated, truncated, info
+
+    def encode_text(self, text: str, *, split_special_tokens: bool = False) -> list[int]:
+        """Token ids that decode to exactly ``text``."""
+        ids = self._encode(text, split_special_tokens)
+        if self._decode(ids) == text:
+            return ids
+        if self._normalize is not None:
+            # Cut wherever the normaliser would merge or reorder two neighbouring characters, so that
+            # no piece it sees can change.
+            cuts = [i for i in range(1, len(text)) if self._normalize(text[i - 1 : i + 1]) != text[i - 1 : i + 1]]
+            bounds = [0, *cuts, len(text)]
+            ids = [t for a, b in pairwise(bounds) for t in self._encode(text[a:b], split_special_tokens)]
+            if self._decode(ids) == text:
+                return ids
+        raise TokenizationError(f"{type(self.tokenizer).__name__} cannot encode {text[:80]!r}… so that it decodes "
+                                "back unchanged; use a tokenizer whose normaliser keeps text as written")
+
+    def _deliverable_text(self) -> str:
+        """The next piece of the policy's text the env may see (see the class docstring)."""
+        text = self._decode(self._run)
+        if not text.startswith(self._run_text):
+            raise TokenizationError(f"{type(self.tokenizer).__name__}.decode is not prefix-stable; "
+                                    "TokenizedEnv needs a tokenizer whose decoding only grows with more ids")
+        sent = len(self._run_text)
+        end = len(text.rstrip(REPLACEMENT_CHAR))
+        if end < len(text):
+            eos = self.env.unwrapped.eos_token
+            while end > sent and classify_chunk(text[:end], eos) is not ChunkKind.CONTINUE:
+                end -= 1
+        self._run_text = text[:end]
+        return text[sent:end]
+
+    def _append_env_text(self, text: str, *, split_special_tokens: bool) -> None:
+        ids = self.encode_text(text, split_special_tokens=split_special_tokens)
+        self._input_ids += ids
+        self._policy_mask += [0] * len(ids)
+        self._text += text
+
+    def _encode(self, text: str, split_special_tokens: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=split_special_tokens)["input_ids"]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def _observation(self) -> dict[str, Any]:
+        return {"input_ids": list(self._input_ids), "policy_mask": list(self._policy_mask), "text": self._text}
