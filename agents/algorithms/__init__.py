@@ -1,0 +1,49 @@
+"""RL algorithms as small registered pieces: an advantage estimator and a loss aggregation per
+algorithm, selected by name, shared by the RLlib trainer and the plain-PyTorch loop.
+
+Adding one takes two registrations, e.g. a median baseline::
+
+    @register_advantage_estimator("median")
+    def median_advantages(rewards, group_ids): ...
+    ALGORITHMS["median_pg"] = AlgorithmSpec(advantage="median", aggregation="token_mean")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.algorithms.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, register_advantage_estimator
+from agents.algorithms.batch import Trajectory, collate, trajectory_from_episode
+from agents.algorithms.logprobs import token_logprobs
+from agents.algorithms.losses import LOSS_AGGREGATORS, LossConfig, k3_kl, policy_loss, register_loss_aggregator
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """What distinguishes GRPO-family algorithms: how advantages are estimated and how per-token losses
+    are aggregated; the clipped loss, KL and entropy terms are shared."""
+
+    advantage: str
+    aggregation: str = "token_mean"
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    "grpo": AlgorithmSpec("grpo", "token_mean"),
+    "dr_grpo": AlgorithmSpec("dr_grpo", "constant_norm"),
+    "rloo": AlgorithmSpec("rloo", "token_mean"),
+    "reinforce_pp_baseline": AlgorithmSpec("reinforce_pp_baseline", "token_mean"),
+}
+
+
+def get_algorithm(name: str) -> AlgorithmSpec:
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise ValueError(f"unknown algorithm {name!r}; known: {sorted(ALGORITHMS)}") from None
+
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS", "ALGORITHMS", "LOSS_AGGREGATORS", "AlgorithmSpec", "LossConfig", "Trajectory",
+    "collate", "compute_advantages", "get_algorithm", "k3_kl", "policy_loss", "register_advantage_estimator",
+    "register_loss_aggregator", "token_logprobs", "trajectory_from_episode",
+]
