@@ -1,0 +1,88 @@
+"""SFT warm start: sequences are built exactly as rollouts build them, and only the policy's own, uncorrupted
+tokens carry loss."""
+
+from __future__ import annotations
+
+import random
+
+import gymnasium as gym
+import pytest
+import torch
+
+import research_env  # noqa: F401
+from agents.algorithms import token_logprobs
+from agents.oracle import run_oracle_episode
+from agents.rollout import RolloutConfig, token_env
+from agents.sft import SFTConfig, build_sft_dataset, build_sft_example, corrupt_words, pad_examples, sft_loss, sft_train
+from agents.small_vocab import oracle_trace_texts, small_qwen2, train_small_tokenizer
+from research_env.protocol import RESULT_CLOSE, RESULT_OPEN
+
+CONFIG = RolloutConfig(max_new_tokens=64, max_tokens=4096)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    text_env = gym.make("ReSearch-MuSiQue-v0", top_k=1)
+    dataset = text_env.unwrapped.dataset
+    ids = [dataset[i].id for i in range(4)]
+    tokenizer = train_small_tokenizer(oracle_trace_texts(text_env, ids), vocab_size=1024)
+    return tokenizer, ids
+
+
+def make_env(tokenizer):
+    return token_env(gym.make("ReSearch-MuSiQue-v0", top_k=1), tokenizer, CONFIG)
+
+
+@pytest.mark.parametrize("noise_p", [0.0, 1.0])
+def test_sft_sequence_is_what_the_token_env_builds(setup, noise_p):
+    tokenizer, ids = setup
+    example = build_sft_example(make_env(tokenizer), ids[0], noise_p=noise_p, rng=random.Random(1),
+                                vocabulary=["alpha", "beta"])
+    replay = make_env(tokenizer)
+    observation, _ = replay.reset(options={"question_id": ids[0]})
+    for action in example.actions:
+        observation, *_ = replay.step(action)
+    assert example.input_ids == observation["input_ids"]
+    assert example.policy_mask == observation["policy_mask"]
+    if noise_p == 0:
+        assert example.reward == 1.0
+        oracle = make_env(tokenizer)
+        run_oracle_episode(oracle, ids[0])  # the clean SFT actions are the oracle's own
+        assert tokenizer.decode(example.input_ids) == oracle.unwrapped.prompt + oracle.unwrapped.response
+
+
+def test_loss_only_on_policy_tokens_and_never_on_results_or_corruption(setup):
+    tokenizer, ids = setup
+    example = build_sft_example(make_env(tokenizer), ids[1], noise_p=1.0, rng=random.Random(0),
+                                vocabulary=["alpha", "beta"])
+    assert all(p >= m for p, m in zip(example.policy_mask, example.loss_mask, strict=True))
+    trained = tokenizer.decode([t for t, m in zip(example.input_ids, example.loss_mask, strict=True) if m])
+    env_written = tokenizer.decode([t for t, p in zip(example.input_ids, example.policy_mask, strict=True) if not p])
+    assert RESULT_OPEN not in trained and RESULT_CLOSE not in trained
+    # the prompt's instructions mention the tags too; a result block starts with " <result>\n"
+    assert env_written.count(f" {RESULT_OPEN}\n") == example.corrupted == len(example.actions) - 1
+    masked_policy = [t for t, p, m in zip(example.input_ids, example.policy_mask, example.loss_mask, strict=True)
+                     if p and not m]
+    queries = [a.split("<search>")[1].split("</search>")[0].strip() for a in example.actions[:-1]]
+    assert tokenizer.decode(masked_policy).split() == " ".join(queries).split()  # exactly the corrupted queries
+
+
+def test_corrupt_words_always_edits():
+    rng = random.Random(0)
+    for _ in range(200):
+        assert corrupt_words("Edward Baring father", rng, ["x", "y"]) != "Edward Baring father"
+
+
+def test_sft_loss_is_masked_nll_and_training_lowers_it(setup):
+    tokenizer, ids = setup
+    examples = build_sft_dataset(make_env(tokenizer), ids[:2], noisy_copies=1)
+    model = small_qwen2(tokenizer, seed=0)
+    batch = pad_examples(examples, tokenizer.pad_token_id)
+    with torch.no_grad():
+        loss = sft_loss(model, **batch)
+        full, _ = token_logprobs(model, batch["input_ids"], batch["attention_mask"])
+    expected = -(full * batch["loss_mask"]).sum() / batch["loss_mask"].sum()
+    assert torch.allclose(loss, expected, atol=1e-5)
+    losses = sft_train(model, examples, SFTConfig(epochs=4, lr=5e-3, batch_size=4, warmup_steps=1),
+                       tokenizer.pad_token_id, log=lambda _: None)
+    assert losses[-1] < losses[0]
