@@ -1,0 +1,106 @@
+"""A custom RLlib EnvRunner for text envs, which RLlib's runners and connectors cannot drive: it plays
+ReSearch episodes in batches through ``agents.rollout.run_episodes`` with an ``HFBackend`` over its own
+copy of the policy, and returns token trajectories (ids, loss mask, old log-probs, reward, group)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.env import INPUT_ENV_SPACES
+from ray.rllib.env.env_runner import EnvRunner
+from ray.rllib.utils.checkpoints import Checkpointable
+from ray.rllib.utils.typing import StateDict
+
+import research_env  # noqa: F401  (registers the ReSearch env ids)
+from agents.algorithms import Trajectory, trajectory_from_episode
+from agents.grpo.module import TOKEN_SPACE, TRANSCRIPT_SPACE
+from agents.hf_backend import HFBackend
+from agents.rollout import run_episodes, token_env
+
+
+class ReSearchEnvRunner(EnvRunner, Checkpointable):
+    """Samples groups of episodes: ``sample(plan)`` plays one episode per ``(group_id, question_id)``.
+
+    Envs are ``gym.make(config.env, **config.env_config)`` under the token view and budget of
+    ``agents.rollout.token_env``; an ``env_config["retriever_url"]`` becomes an ``HTTPRetriever`` (so a
+    config stays plain data when shipped to remote runners). One env per trajectory of the largest plan
+    seen is kept, so a whole batch generates together. Sampling is seeded per call from
+    ``(config.seed, seed)``, which makes a resumed run draw the same tokens as an uninterrupted one.
+    """
+
+    def __init__(self, *, config: Any, **kwargs: Any) -> None:
+        super().__init__(config=config, **kwargs)
+        spaces = self.get_spaces()
+        self.module = self.config.get_rl_module_spec(spaces=spaces, inference_only=True).build()
+        self.module.eval()
+        self.backend = HFBackend(self.module.model, self.module.tokenizer, temperature=self.config.temperature,
+                                 seed=self.config.seed or 0, batch_size=max(1, self.config.trajectories_per_batch))
+        self.envs: list[gym.Env] = []
+        self._question_ids: list[str] | None = None
+
+    def _make_env(self) -> gym.Env:
+        env_config = dict(self.config.env_config)
+        if url := env_config.pop("retriever_url", None):
+            from research_env.retrieval.http import HTTPRetriever
+
+            env_config["retriever"] = HTTPRetriever(url)
+        return token_env(gym.make(self.config.env, **env_config), self.module.tokenizer, self.config.rollout_config)
+
+    def question_ids(self) -> list[str]:
+        """The ids of the env's dataset, in file order."""
+        if self._question_ids is None:
+            if not self.envs:
+                self.envs.append(self._make_env())
+            dataset = self.envs[0].unwrapped.dataset
+            self._question_ids = [dataset[i].id for i in range(len(dataset))]
+        return self._question_ids
+
+    def sample(self, plan: Sequence[tuple[int, str]] = (), seed: int = 0, **kwargs: Any) -> dict[str, Any]:
+        """Play the plan; returns ``trajectories`` (in the plan's order) and where the time went."""
+        if len({qid for _, qid in plan}) != len({gid for gid, _ in plan}):
+            raise ValueError("each question of a plan must belong to exactly one group")
+        group_of = dict((qid, gid) for gid, qid in plan)
+        while len(self.envs) < len(plan):
+            self.envs.append(self._make_env())
+        base_seed = self.config.seed or 0
+        self.backend.generator.manual_seed((base_seed * 1_000_003 + seed) * 1_009 + (self.worker_index or 0))
+        started = time.perf_counter()
+        episodes = list(run_episodes(self.envs[:len(plan)], self.backend, [qid for _, qid in plan],
+                                     self.config.rollout_config))
+        wall_s = time.perf_counter() - started
+        order = {qid: i for i, (_, qid) in enumerate(plan)}
+        episodes.sort(key=lambda e: order[e.question_id])
+        trajectories: list[Trajectory] = [trajectory_from_episode(e, group_of[e.question_id]) for e in episodes]
+        return {"trajectories": trajectories, "wall_s": wall_s,
+                "generate_s": sum(e.generate_s for e in episodes), "env_s": sum(e.env_s for e in episodes),
+                "generated_tokens": sum(e.generated_tokens for e in episodes)}
+
+    def get_spaces(self) -> dict[str, tuple[gym.Space, gym.Space]]:
+        spaces = (TRANSCRIPT_SPACE, TOKEN_SPACE)
+        return {DEFAULT_MODULE_ID: spaces, INPUT_ENV_SPACES: spaces}
+
+    def assert_healthy(self) -> None:
+        assert self.module is not None and self.backend is not None
+
+    def get_metrics(self) -> dict[str, Any]:
+        return {}
+
+    def stop(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
+
+    def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs: Any) -> StateDict:
+        # Nothing of ours outlives an iteration: the weights are the learner's, the sampling seed is derived.
+        return {}
+
+    def set_state(self, state: StateDict) -> None:
+        if COMPONENT_RL_MODULE in state:
+            self.module.set_state(state[COMPONENT_RL_MODULE][DEFAULT_MODULE_ID])
+
+    def get_ctor_args_and_kwargs(self) -> tuple[tuple, dict[str, Any]]:
+        return (), {"config": self.config}

@@ -1,0 +1,121 @@
+"""GRPO's learners on real Ray: two CPU learners under gloo DDP average their gradients and stay identical,
+and their update equals one learner's update on the whole batch; LoRA updates only the adapters; GPU
+learners (skipped without CUDA)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+from ray.rllib.core import DEFAULT_MODULE_ID  # noqa: E402
+
+from agents.grpo import GRPOConfig  # noqa: E402
+from agents.grpo.module import TOKEN_SPACE, TRANSCRIPT_SPACE  # noqa: E402
+
+SPACES = {DEFAULT_MODULE_ID: (TRANSCRIPT_SPACE, TOKEN_SPACE)}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def synthetic_batch(rows: int = 4, length: int = 24, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A batch shaped like ``collate``'s: ragged rows, prompt tokens masked out, mixed-sign advantages."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = [length - 3 * (i % 3) for i in range(rows)]
+    input_ids = torch.randint(0, 5000, (rows, length), generator=g)
+    attention = torch.zeros(rows, length, dtype=torch.long)
+    loss_mask = torch.zeros(rows, length)
+    for i, n in enumerate(lengths):
+        attention[i, :n] = 1
+        loss_mask[i, 8 + i:n] = 1  # a prompt of 8 + i tokens
+    return {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask,
+            "old_logprobs": -11.9 + 0.1 * torch.randn(rows, length, generator=g) * loss_mask,
+            "advantages": torch.tensor([1.0, -1.0, 0.5, -0.5] * (rows // 4))}
+
+
+def config(num_learners: int, **training) -> GRPOConfig:
+    return (GRPOConfig().training(lr=1e-2, kl_coef=0.1, micro_batch_size=1, **training)
+            .learners(num_learners=num_learners).debugging(seed=0))
+
+
+def update(cfg: GRPOConfig, batch: dict[str, torch.Tensor]) -> list[tuple[dict, dict]]:
+    """One update through GRPO's own weighting and sharding; every learner's (weights, gradients) after it."""
+    from agents.grpo.algorithm import GRPO
+
+    def weights_and_gradients(learner) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        # Nested, so that Ray ships it by value to the learner actors (the tests are not importable there).
+        model = learner.module[DEFAULT_MODULE_ID].unwrapped().model
+        return ({k: v.detach().clone() for k, v in model.state_dict().items()},
+                {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+
+    batch = dict(batch)
+    shim = type("Shim", (), {"config": cfg})()  # the two helpers only read the config
+    batch["loss_weight"] = GRPO._loss_weights(shim, batch["loss_mask"], "token_mean")
+    shards = GRPO._shards(shim, batch)
+    group = cfg.build_learner_group(rl_module_spec=cfg.get_multi_rl_module_spec(spaces=SPACES))
+    try:
+        if group.is_remote:
+            group.update(batches=shards)
+            return [result.get() for result in group.foreach_learner(weights_and_gradients)]
+        group.update(batch=shards[0])
+        return [weights_and_gradients(group._learner)]
+    finally:
+        group.shutdown()
+
+
+@pytest.mark.slow
+def test_two_learners_average_gradients_and_stay_identical(ray_cluster):
+    from agents.models import load_causal_lm
+
+    batch = synthetic_batch()
+    initial = load_causal_lm(None, device="cpu")[0].state_dict()
+    (weights, grads), (weights2, grads2) = update(config(num_learners=2), batch)
+    (_, single_grads), = update(config(num_learners=0), batch)
+    assert grads.keys() == single_grads.keys() and grads
+    for name, grad in grads.items():
+        # Each learner saw half the batch: equal gradients mean DDP averaged them, and the loss weights
+        # made the average the gradient of the whole batch (up to float summation order).
+        assert torch.equal(grad, grads2[name]), f"learners hold different gradients for {name}"
+        torch.testing.assert_close(grad, single_grads[name], rtol=1e-4, atol=1e-9,
+                                   msg=lambda m, n=name: f"DDP gradient differs from one learner's on {n}: {m}")
+    for name, value in weights.items():
+        assert torch.equal(value, weights2[name]), f"learners' weights diverged on {name}"
+    assert any(not torch.equal(weights[k], initial[k]) for k in initial), "the update changed no weights"
+
+
+@pytest.mark.slow
+def test_lora_update_changes_only_adapters(ray_cluster):
+    pytest.importorskip("peft")
+    cfg = config(num_learners=0).policy(lora={"r": 4, "lora_alpha": 8, "target_modules": "all-linear"})
+    group = cfg.build_learner_group(rl_module_spec=cfg.get_multi_rl_module_spec(spaces=SPACES))
+    try:
+        module = group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+        before = {k: v.clone() for k, v in module.model.state_dict().items()}
+        batch = synthetic_batch()
+        batch["loss_weight"] = torch.full((4,), 0.25)
+        from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+        group.update(batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch({k: v.numpy() for k, v in batch.items()})},
+                                           env_steps=4))
+        after = module.model.state_dict()
+        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        assert changed and all(".lora_" in k for k in changed), sorted(changed)[:5]
+        assert set(module.get_state()) == {k for k in after if ".lora_" in k}  # only adapters are shipped
+    finally:
+        group.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_learner_update(ray_cluster):
+    cfg = config(num_learners=1).learners(num_gpus_per_learner=1)
+    (weights, grads), = update(cfg, synthetic_batch())
+    assert grads and all(torch.isfinite(g).all() for g in grads.values())
