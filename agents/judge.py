@@ -4,7 +4,6 @@ a JSON verdict ``{rationale, judgement}``). Off unless the evaluation is given a
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,20 +12,26 @@ JUDGE_PROMPT = (
     "Question: {question}\nGold answers: {golden}\nPredicted answer: {prediction}\n"
     'Reply with JSON only: {{"rationale": "<one sentence>", "judgement": "correct" or "incorrect"}}'
 )
-_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+_VERDICTS = {"correct": True, "incorrect": False}
 
 
 def parse_verdict(text: str) -> dict[str, Any]:
-    """``{"rationale", "judgement": bool | None}`` from a judge reply; None when it is not a readable verdict."""
-    match = _JSON_OBJECT.search(text)
-    try:
-        data = json.loads(match.group()) if match else {}
-    except json.JSONDecodeError:
-        data = {}
-    judgement = str(data.get("judgement", "")).strip().lower() if isinstance(data, dict) else ""
-    verdict = {"correct": True, "incorrect": False}.get(judgement)
-    return {"rationale": str(data.get("rationale", "")) if isinstance(data, dict) else "", "judgement": verdict,
-            "raw": text}
+    """``{"rationale", "judgement": bool | None, "raw"}`` from a judge reply; None when it holds no readable verdict.
+
+    The verdict is the first JSON object in the text that has a ``judgement`` key, so prose, code fences or
+    stray braces around it (models add them at temperature 0 too) do not lose it.
+    """
+    decoder = json.JSONDecoder()
+    for start in (i for i, char in enumerate(text) if char == "{"):
+        try:
+            data, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and "judgement" in data:
+            rationale = data.get("rationale")
+            return {"rationale": "" if rationale is None else str(rationale),
+                    "judgement": _VERDICTS.get(str(data["judgement"]).strip().lower()), "raw": text}
+    return {"rationale": "", "judgement": None, "raw": text}
 
 
 @dataclass
