@@ -161,7 +161,7 @@ def _plot(results: dict[str, dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     names, metrics, width = list(results), ("em", "f1", "acc"), 0.25
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(names)), 3.2))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(names)) + 1.0, 3.2))
     for k, metric in enumerate(metrics):
         ax.bar([i + (k - 1) * width for i in range(len(names))], [100 * results[n][metric] for n in names], width,
                label=metric.upper() if metric != "acc" else "acc")
@@ -169,7 +169,7 @@ def _plot(results: dict[str, dict], path: Path, title: str) -> None:
     ax.set_ylim(0, 100)
     ax.set_ylabel("%")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the axes: bars reach 100%
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
