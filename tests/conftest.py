@@ -24,3 +24,29 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the shared data samples are not at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real local Ray instance for one test module (on 127.0.0.1, see above)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_vocab():
+    """A 1,024-token BPE trained on the oracle traces of the first four MuSiQue questions, and their ids."""
+    import gymnasium as gym
+
+    import research_env  # noqa: F401  (registers the env ids)
+    from agents.small_vocab import oracle_trace_texts, train_small_tokenizer
+
+    text_env = gym.make("ReSearch-MuSiQue-v0", top_k=1)
+    dataset = text_env.unwrapped.dataset
+    ids = [dataset[i].id for i in range(4)]
+    return train_small_tokenizer(oracle_trace_texts(text_env, ids), vocab_size=1024), ids

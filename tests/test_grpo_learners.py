@@ -17,15 +17,6 @@ from agents.grpo.module import TOKEN_SPACE, TRANSCRIPT_SPACE  # noqa: E402
 SPACES = {DEFAULT_MODULE_ID: (TRANSCRIPT_SPACE, TOKEN_SPACE)}
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def synthetic_batch(rows: int = 4, length: int = 24, seed: int = 0) -> dict[str, torch.Tensor]:
     """A batch shaped like ``collate``'s: ragged rows, prompt tokens masked out, mixed-sign advantages."""
     g = torch.Generator().manual_seed(seed)

@@ -56,15 +56,6 @@ def test_script_checkpoints_and_resumes_after_sigkill(tmp_path):
     assert all(math.isfinite(row["losses/entropy"]) for row in rows)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 @pytest.mark.slow
 def test_rloo_is_one_config_value(ray_cluster):
     from agents.algorithms import get_algorithm

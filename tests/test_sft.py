@@ -14,19 +14,10 @@ from agents.algorithms import token_logprobs
 from agents.oracle import run_oracle_episode
 from agents.rollout import RolloutConfig, token_env
 from agents.sft import SFTConfig, build_sft_dataset, build_sft_example, corrupt_words, pad_examples, sft_loss, sft_train
-from agents.small_vocab import oracle_trace_texts, small_qwen2, train_small_tokenizer
+from agents.small_vocab import small_qwen2
 from research_env.protocol import RESULT_CLOSE, RESULT_OPEN
 
 CONFIG = RolloutConfig(max_new_tokens=64, max_tokens=4096)
-
-
-@pytest.fixture(scope="module")
-def setup():
-    text_env = gym.make("ReSearch-MuSiQue-v0", top_k=1)
-    dataset = text_env.unwrapped.dataset
-    ids = [dataset[i].id for i in range(4)]
-    tokenizer = train_small_tokenizer(oracle_trace_texts(text_env, ids), vocab_size=1024)
-    return tokenizer, ids
 
 
 def make_env(tokenizer):
@@ -34,8 +25,8 @@ def make_env(tokenizer):
 
 
 @pytest.mark.parametrize("noise_p", [0.0, 1.0])
-def test_sft_sequence_is_what_the_token_env_builds(setup, noise_p):
-    tokenizer, ids = setup
+def test_sft_sequence_is_what_the_token_env_builds(small_vocab, noise_p):
+    tokenizer, ids = small_vocab
     example = build_sft_example(make_env(tokenizer), ids[0], noise_p=noise_p, rng=random.Random(1),
                                 vocabulary=["alpha", "beta"])
     replay = make_env(tokenizer)
@@ -51,8 +42,8 @@ def test_sft_sequence_is_what_the_token_env_builds(setup, noise_p):
         assert tokenizer.decode(example.input_ids) == oracle.unwrapped.prompt + oracle.unwrapped.response
 
 
-def test_loss_only_on_policy_tokens_and_never_on_results_or_corruption(setup):
-    tokenizer, ids = setup
+def test_loss_only_on_policy_tokens_and_never_on_results_or_corruption(small_vocab):
+    tokenizer, ids = small_vocab
     example = build_sft_example(make_env(tokenizer), ids[1], noise_p=1.0, rng=random.Random(0),
                                 vocabulary=["alpha", "beta"])
     assert all(p >= m for p, m in zip(example.policy_mask, example.loss_mask, strict=True))
@@ -73,8 +64,8 @@ def test_corrupt_words_always_edits():
         assert corrupt_words("Edward Baring father", rng, ["x", "y"]) != "Edward Baring father"
 
 
-def test_sft_loss_is_masked_nll_and_training_lowers_it(setup):
-    tokenizer, ids = setup
+def test_sft_loss_is_masked_nll_and_training_lowers_it(small_vocab):
+    tokenizer, ids = small_vocab
     examples = build_sft_dataset(make_env(tokenizer), ids[:2], noisy_copies=1)
     model = small_qwen2(tokenizer, seed=0)
     batch = pad_examples(examples, tokenizer.pad_token_id)

@@ -13,20 +13,11 @@ import torch
 import research_env  # noqa: F401
 from agents.algorithms import compute_advantages, token_logprobs
 from agents.rollout import token_env
-from agents.small_vocab import oracle_trace_texts, small_qwen2, train_small_tokenizer
+from agents.small_vocab import small_qwen2
 from agents.torch_loop import TorchGRPO, TorchGRPOConfig, collect_groups, grpo_update, masked_token_logprobs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(group_size=2, prompts_per_iteration=2, max_new_tokens=8, max_tokens=2048, max_turns=1)
-
-
-@pytest.fixture(scope="module")
-def setup():
-    text_env = gym.make("ReSearch-MuSiQue-v0", top_k=1)
-    dataset = text_env.unwrapped.dataset
-    ids = [dataset[i].id for i in range(4)]
-    tokenizer = train_small_tokenizer(oracle_trace_texts(text_env, ids), vocab_size=1024)
-    return tokenizer, ids
 
 
 def make_trainer(tokenizer, ids, **overrides) -> TorchGRPO:
@@ -40,8 +31,8 @@ def weights(model) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
 
-def test_masked_logprobs_match_token_logprobs(setup):
-    tokenizer, _ = setup
+def test_masked_logprobs_match_token_logprobs(small_vocab):
+    tokenizer, _ = small_vocab
     model = small_qwen2(tokenizer, seed=0)
     ids = torch.randint(0, len(tokenizer), (2, 12))
     attention = torch.ones_like(ids)
@@ -53,8 +44,8 @@ def test_masked_logprobs_match_token_logprobs(setup):
     assert torch.allclose(entropy, full_entropy * mask, atol=1e-4)
 
 
-def test_one_iteration_runs_end_to_end_and_changes_the_weights(setup):
-    tokenizer, ids = setup
+def test_one_iteration_runs_end_to_end_and_changes_the_weights(small_vocab):
+    tokenizer, ids = small_vocab
     trainer = make_trainer(tokenizer, ids, lr=1e-2, drop_zero_advantage=False, entropy_coef=0.1)
     before = weights(trainer.policy)
     metrics = trainer.iteration()
@@ -67,8 +58,8 @@ def test_one_iteration_runs_end_to_end_and_changes_the_weights(setup):
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_equal_rewards_in_every_group_give_zero_policy_gradient(setup, algorithm):
-    tokenizer, ids = setup
+def test_equal_rewards_in_every_group_give_zero_policy_gradient(small_vocab, algorithm):
+    tokenizer, ids = small_vocab
     trainer = make_trainer(tokenizer, ids, algorithm=algorithm, kl_coef=0.0, entropy_coef=0.0,
                            drop_zero_advantage=False, lr=1e-2)
     config = trainer.config
