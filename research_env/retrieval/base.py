@@ -20,6 +20,12 @@ class Document:
     score: float
 
 
+def check_k(k: int) -> None:
+    """Every backend's contract on ``k``: asking for no documents is a caller's bug, not an empty result."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+
 class RetrieverError(RuntimeError):
     """A retriever could not answer; never replaced by an empty result."""
 

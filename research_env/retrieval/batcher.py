@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from research_env.retrieval.base import Document, Retriever, RetrieverError
+from research_env.retrieval.base import Document, Retriever, RetrieverError, check_k
 
 
 class BatcherOverloaded(RetrieverError):
@@ -77,8 +77,7 @@ class MicroBatcher:
 
     def submit(self, queries: Sequence[str], k: int) -> Future:
         """Queue a search; the future resolves to one document list per query (or the backend's error)."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_k(k)
         request = _Request(list(queries), int(k))
         with self._lock:
             if self._closed:

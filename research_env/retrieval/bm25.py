@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from research_env.retrieval.base import Document, RetrieverError
+from research_env.retrieval.base import Document, RetrieverError, check_k
 from research_env.retrieval.docstore import iter_corpus_lines
 from research_env.retrieval.jvm import ensure_jvm
 
@@ -137,8 +137,7 @@ class BM25Retriever:
         return f"bm25:{self.index_dir.name}:k1={self.k1}:b={self.b}"
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Document]]:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_k(k)
         texts = [" ".join(q.split()[:MAX_QUERY_WORDS]) for q in queries]
         results: list[list[Document]] = [[] for _ in texts]
         pending = [i for i, q in enumerate(texts) if q]  # an empty query matches nothing: skip the JVM

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from research_env.retrieval.base import Document, RetrieverError
+from research_env.retrieval.base import Document, RetrieverError, check_k
 from research_env.retrieval.bm25 import DEFAULT_B, DEFAULT_K1, cache_root, corpus_fingerprint
 from research_env.retrieval.docstore import DocStore, read_corpus, write_docstore
 
@@ -86,8 +86,7 @@ class BM25SRetriever:
         return f"bm25s:{self.index_dir.name}:k1={self._model.k1}:b={self._model.b}"
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Document]]:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_k(k)
         if not queries:
             return []
         try:

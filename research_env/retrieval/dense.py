@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from research_env.retrieval.base import Document, RetrieverError
+from research_env.retrieval.base import Document, RetrieverError, check_k
 from research_env.retrieval.bm25 import cache_root, corpus_fingerprint
 from research_env.retrieval.docstore import DocStore, read_corpus, write_docstore
 
@@ -184,8 +184,7 @@ class DenseRetriever:
         return f"dense:{self.index_dir.name}:{self.meta['kind']}:{self.encoder.model_path.name}"
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Document]]:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_k(k)
         results: list[list[Document]] = [[] for _ in queries]
         pending = [i for i, q in enumerate(queries) if q.strip()]
         if not pending:

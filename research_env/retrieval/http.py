@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from research_env.retrieval.base import Document, RetrieverError
+from research_env.retrieval.base import Document, RetrieverError, check_k
 
 WIRE_FORMATS = ("research", "search-r1")
 _RETRIABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -66,8 +66,7 @@ class HTTPRetriever:
         return f"http:{self.wire_format}:{self.url}"
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Document]]:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_k(k)
         deadline = time.monotonic() + self.deadline_s
         results: list[list[Document]] = []
         for start in range(0, len(queries), self.max_batch):
