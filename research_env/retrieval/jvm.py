@@ -76,9 +76,6 @@ def ensure_jvm() -> None:
         jnius_config.add_options(f"--add-modules={_VECTOR_MODULE}")
     if _major_version(release) >= 23:  # Lucene's mmap uses sun.misc.Unsafe; Java 23+ warns on stderr
         jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")
-    # Python owns the process's signals: without -Xrs the JVM takes SIGINT and SIGTERM and exits at once, so
-    # Ctrl-C skips KeyboardInterrupt, `finally` blocks, trace flushes and checkpoint writes.
-    jnius_config.add_options("-Xrs")
     import jnius  # noqa: F401  (starts the JVM)
 
     _quiet_java_logging()
