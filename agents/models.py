@@ -5,14 +5,13 @@ Any local Hugging Face checkpoint directory loads through the same function."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config
 
+from research_env.staging import staged_directory
 from research_env.tokenizer import build_qwen25_tokenizer, default_cache_root, load_tokenizer
 
 TINY_MODEL_NAME = "tiny-qwen2"
@@ -49,18 +48,13 @@ def tiny_qwen2_path(cache_dir: str | os.PathLike | None = None) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_MODEL_SEED)
         model = AutoModelForCausalLM.from_config(config)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{TINY_MODEL_NAME}-", dir=target.parent)
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        os.chmod(staging, 0o755)
-        os.replace(staging, target)
+        with staged_directory(target, overwrite=False) as staging:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
     except OSError:
         if not (target / "config.json").is_file():  # only a lost race with another process is fine
             raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

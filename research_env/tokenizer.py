@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
-import tempfile
 from importlib.resources import as_file, files
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, normalizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
+
+from research_env.staging import staged_directory
 
 # Qwen2.5's added tokens in id order from 151643, with its `special` flag: the tool-call and
 # fill-in-the-middle tokens are ordinary added tokens, so `skip_special_tokens` keeps them.
@@ -130,18 +130,13 @@ def build_qwen25_tokenizer(
     """
     target = Path(cache_dir if cache_dir is not None else default_cache_root()) / "tokenizers" / _NAME
     if not (target / "tokenizer.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{_NAME}-", dir=target.parent)
         try:
-            _convert().save_pretrained(staging)
-            os.chmod(staging, 0o755)  # mkdtemp's 0o700 would hide a shared cache from other users
-            os.replace(staging, target)
+            with staged_directory(target, overwrite=False) as staging:
+                _convert().save_pretrained(staging)
         except OSError:
             # Another process moved its complete copy in first; keep that one.
             if not (target / "tokenizer.json").is_file():
                 raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return AutoTokenizer.from_pretrained(target, local_files_only=True, eos_token=_BASE_EOS if base else _INSTRUCT_EOS)
 
 

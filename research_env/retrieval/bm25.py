@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 from research_env.retrieval.base import Document, RetrieverError, check_k
 from research_env.retrieval.docstore import iter_corpus_lines
 from research_env.retrieval.jvm import ensure_jvm
+from research_env.staging import staged_directory
 
 #: Anserini's BM25 defaults (pyserini's LuceneSearcher uses the same).
 DEFAULT_K1, DEFAULT_B = 0.9, 0.4
@@ -67,9 +66,7 @@ def build_bm25_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, th
     ensure_jvm()
     from jnius import autoclass
 
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=index_dir.parent))
-    try:
+    with staged_directory(index_dir) as staging:
         args = ["-index", str(staging), "-input", "", "-collection", "JsonCollection",
                 "-threads", str(threads), "-storeRaw"]
         indexer = autoclass("io.anserini.index.SimpleIndexer")(args)
@@ -87,11 +84,6 @@ def build_bm25_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, th
         indexer.close()
         (staging / "research_env.json").write_text(json.dumps({"corpus": str(corpus.resolve()),
                                                                  "format": _INDEX_FORMAT}))
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        os.replace(staging, index_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return index_dir
 
 

@@ -8,8 +8,6 @@ pyserini's, which stays the default.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 from research_env.retrieval.base import Document, RetrieverError, check_k
 from research_env.retrieval.bm25 import DEFAULT_B, DEFAULT_K1, cache_root, corpus_fingerprint
 from research_env.retrieval.docstore import DocStore, read_corpus, write_docstore
+from research_env.staging import staged_directory
 
 _MARKER = "bm25s.research_env"
 
@@ -35,20 +34,13 @@ def build_bm25s_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, k
     import bm25s
 
     index_dir = Path(index_dir)
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=index_dir.parent))
-    try:
+    with staged_directory(index_dir) as staging:
         documents = list(read_corpus(corpus))
         model = bm25s.BM25(k1=k1, b=b, method="lucene")
         model.index(_tokenize([contents for _, contents in documents]), show_progress=False)
         model.save(str(staging), show_progress=False)
         write_docstore(documents, staging)
         (staging / _MARKER).touch()
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        os.replace(staging, index_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return index_dir
 
 

@@ -12,8 +12,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 from research_env.retrieval.base import Document, RetrieverError, check_k
 from research_env.retrieval.bm25 import cache_root, corpus_fingerprint
 from research_env.retrieval.docstore import DocStore, read_corpus, write_docstore
+from research_env.staging import staged_directory
 
 INDEX_KINDS = ("flat", "hnsw")
 _INDEX_FILE, _META_FILE, _FORMAT = "index.faiss", "research_env.json", "faiss-dense-v1"
@@ -103,9 +102,7 @@ def build_dense_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, m
     encoder = encoder or DenseEncoder(model_path, device=device)
     index = new_faiss_index(encoder.dim, kind)
     index_dir = Path(index_dir)
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=index_dir.parent))
-    try:
+    with staged_directory(index_dir) as staging:
         def documents() -> Iterator[tuple[str, str]]:
             with tqdm(desc=f"dense index {Path(corpus).name}", unit="doc", disable=not progress) as bar:
                 docs = read_corpus(corpus)
@@ -119,11 +116,6 @@ def build_dense_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, m
         meta = {"format": _FORMAT, "kind": kind, "model": str(Path(model_path).resolve()), "dim": encoder.dim,
                 "num_docs": num_docs, "query_prefix": encoder.query_prefix, "corpus": str(Path(corpus).resolve())}
         (staging / _META_FILE).write_text(json.dumps(meta, indent=1))
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        os.replace(staging, index_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return index_dir
 
 
