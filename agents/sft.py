@@ -19,8 +19,8 @@ import gymnasium as gym
 import torch
 from transformers import PreTrainedModel
 
+from agents.algorithms import masked_token_logprobs
 from agents.oracle import decomposition_queries
-from agents.torch_loop import masked_token_logprobs
 from research_env.protocol import SEARCH_CLOSE, SEARCH_OPEN
 
 

@@ -23,6 +23,7 @@ from agents.algorithms import (
     collate,
     compute_advantages,
     get_algorithm,
+    masked_token_logprobs,
     policy_loss,
     trajectory_from_episode,
 )
@@ -59,26 +60,6 @@ class TorchGRPOConfig:
     def loss_config(self) -> LossConfig:
         return LossConfig(clip_ratio=self.clip_ratio, kl_coef=self.kl_coef, entropy_coef=self.entropy_coef,
                           aggregation=get_algorithm(self.algorithm).aggregation, max_response_tokens=self.max_tokens)
-
-
-def masked_token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                          mask: torch.Tensor, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`agents.algorithms.token_logprobs` on the positions where ``mask`` is 1 only (0 elsewhere).
-
-    The LM head runs on those positions alone: result blocks and the prompt are ~90% of a ReSearch
-    transcript and never carry loss, so materialising their [T, V] logits is most of a learner step's cost.
-    """
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
-    rows, cols = mask[:, 1:].nonzero(as_tuple=True)  # the state at cols predicts the token at cols + 1
-    logits = model.get_output_embeddings()(hidden[rows, cols]).float()  # [N, V]
-    log_z = torch.logsumexp(logits, dim=-1)  # [N]
-    chosen = logits.gather(-1, input_ids[rows, cols + 1][:, None]).squeeze(-1)  # [N]
-    logprobs = torch.zeros(input_ids.shape, dtype=logits.dtype).index_put((rows, cols + 1), chosen - log_z)
-    entropy = None
-    if with_entropy:
-        token_entropy = log_z - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-        entropy = torch.zeros(input_ids.shape, dtype=logits.dtype).index_put((rows, cols + 1), token_entropy)
-    return logprobs, entropy
 
 
 @dataclass

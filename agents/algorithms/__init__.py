@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from agents.algorithms.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, register_advantage_estimator
 from agents.algorithms.batch import Trajectory, collate, trajectory_from_episode
-from agents.algorithms.logprobs import token_logprobs
+from agents.algorithms.logprobs import masked_token_logprobs, token_logprobs
 from agents.algorithms.losses import LOSS_AGGREGATORS, LossConfig, k3_kl, policy_loss, register_loss_aggregator
 
 
@@ -44,6 +44,6 @@ def get_algorithm(name: str) -> AlgorithmSpec:
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS", "ALGORITHMS", "LOSS_AGGREGATORS", "AlgorithmSpec", "LossConfig", "Trajectory",
-    "collate", "compute_advantages", "get_algorithm", "k3_kl", "policy_loss", "register_advantage_estimator",
-    "register_loss_aggregator", "token_logprobs", "trajectory_from_episode",
+    "collate", "compute_advantages", "get_algorithm", "k3_kl", "masked_token_logprobs", "policy_loss",
+    "register_advantage_estimator", "register_loss_aggregator", "token_logprobs", "trajectory_from_episode",
 ]

@@ -16,7 +16,7 @@ from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.typing import StateDict
 
-from agents.algorithms import token_logprobs
+from agents.algorithms import masked_token_logprobs, token_logprobs
 from agents.models import load_causal_lm
 
 #: RLlib builds modules from spaces: a transcript of token ids in, one token id out.
@@ -39,7 +39,8 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
     state, since it is rebuilt from ``model``, and with LoRA only the adapter weights are.
 
     ``forward_train`` gives per-token ``logprobs`` and ``entropy`` [B, T] and, with a reference,
-    ``ref_logprobs`` [B, T]; rollouts do not call the module but generate with :attr:`model` directly.
+    ``ref_logprobs`` [B, T], on the positions of ``loss_mask`` (0 elsewhere); rollouts do not call the
+    module but generate with :attr:`model` directly.
     """
 
     def setup(self) -> None:
@@ -63,12 +64,14 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
         return {"logprobs": logprobs}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        ids, attention = batch["input_ids"], batch["attention_mask"]
-        logprobs, entropy = token_logprobs(self.model, ids, attention, with_entropy=True)
+        # Only the policy's own tokens carry loss, so the LM head runs on those positions alone: the prompt
+        # and result blocks (most of a transcript) never get [T, V] logits.
+        ids, attention, mask = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
+        logprobs, entropy = masked_token_logprobs(self.model, ids, attention, mask, with_entropy=True)
         out = {"logprobs": logprobs, "entropy": entropy}
         if self.model_config.get("kl_coef", 0.0) > 0:
             with torch.no_grad(), self._reference() as reference:
-                out["ref_logprobs"] = token_logprobs(reference, ids, attention)[0]
+                out["ref_logprobs"] = masked_token_logprobs(reference, ids, attention, mask)[0]
         return out
 
     @contextmanager
