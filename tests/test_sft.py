@@ -77,3 +77,17 @@ def test_sft_loss_is_masked_nll_and_training_lowers_it(small_vocab):
     losses = sft_train(model, examples, SFTConfig(epochs=4, lr=5e-3, batch_size=4, warmup_steps=1),
                        tokenizer.pad_token_id, log=lambda _: None)
     assert losses[-1] < losses[0]
+
+
+def test_a_saved_small_vocab_policy_loads_the_tokenizer_it_was_trained_with(small_vocab, tmp_path):
+    """Beside a Qwen2 config.json, AutoTokenizer would load Qwen2Tokenizer, whose own pre-tokenizer splits
+    digits: every number would be encoded differently from SFT. The checkpoint must load as saved."""
+    from agents.models import load_causal_lm
+
+    tokenizer, _ = small_vocab
+    small_qwen2(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    _, loaded = load_causal_lm(tmp_path, device="cpu")
+    text = "Edward Baring, 1st Baron Revelstoke, born 1828; <search> 2,000 </search><|endoftext|>"
+    assert loaded.encode(text) == tokenizer.encode(text)
+    assert (loaded.eos_token, loaded.pad_token_id) == (tokenizer.eos_token, tokenizer.pad_token_id)
