@@ -29,7 +29,7 @@ def synthetic_batch(rows: int = 4, length: int = 24, seed: int = 0) -> dict[str,
         loss_mask[i, 8 + i:n] = 1  # a prompt of 8 + i tokens
     return {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask,
             "old_logprobs": -11.9 + 0.1 * torch.randn(rows, length, generator=g) * loss_mask,
-            "advantages": torch.tensor([1.0, -1.0, 0.5, -0.5] * (rows // 4))}
+            "advantages": torch.tensor([1.0, -1.0, 0.5, -0.5] * rows)[:rows]}
 
 
 def config(num_learners: int, **training) -> GRPOConfig:
@@ -39,7 +39,7 @@ def config(num_learners: int, **training) -> GRPOConfig:
 
 def update(cfg: GRPOConfig, batch: dict[str, torch.Tensor]) -> list[tuple[dict, dict]]:
     """One update through GRPO's own weighting and sharding; every learner's (weights, gradients) after it."""
-    from agents.grpo.algorithm import GRPO
+    from agents.grpo.algorithm import learner_shards
 
     def weights_and_gradients(learner) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         # Nested, so that Ray ships it by value to the learner actors (the tests are not importable there).
@@ -47,10 +47,7 @@ def update(cfg: GRPOConfig, batch: dict[str, torch.Tensor]) -> list[tuple[dict, 
         return ({k: v.detach().clone() for k, v in model.state_dict().items()},
                 {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
 
-    batch = dict(batch)
-    shim = type("Shim", (), {"config": cfg})()  # the two helpers only read the config
-    batch["loss_weight"] = GRPO._loss_weights(shim, batch["loss_mask"], "token_mean")
-    shards = GRPO._shards(shim, batch)
+    shards = learner_shards(dict(batch), "token_mean", cfg.num_learners)
     group = cfg.build_learner_group(rl_module_spec=cfg.get_multi_rl_module_spec(spaces=SPACES))
     try:
         if group.is_remote:
@@ -66,7 +63,7 @@ def update(cfg: GRPOConfig, batch: dict[str, torch.Tensor]) -> list[tuple[dict, 
 def test_two_learners_average_gradients_and_stay_identical(ray_cluster):
     from agents.models import load_causal_lm
 
-    batch = synthetic_batch()
+    batch = synthetic_batch(rows=5)  # odd: one learner's shard is padded with a row that carries no loss
     initial = load_causal_lm(None, device="cpu")[0].state_dict()
     (weights, grads), (weights2, grads2) = update(config(num_learners=2), batch)
     (_, single_grads), = update(config(num_learners=0), batch)

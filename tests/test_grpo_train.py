@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 
@@ -75,12 +77,60 @@ def test_rloo_is_one_config_value(ray_cluster):
         algo.stop()
 
 
-def test_config_rejects_uneven_learner_shards():
+@pytest.mark.slow
+def test_remote_env_runners_sample_the_groups_and_receive_the_learners_weights(ray_cluster):
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
     from agents.grpo import GRPOConfig
 
-    config = GRPOConfig().training(prompts_per_batch=1, group_size=3).learners(num_learners=2)
-    with pytest.raises(ValueError, match="split evenly"):
-        config.validate()
+    config = (GRPOConfig().training(prompts_per_batch=2, group_size=2, lr=1e-2)
+              .rollouts(max_new_tokens=4, max_turns=1)
+              .env_runners(num_env_runners=2, num_cpus_per_env_runner=0.5).debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        def weights(runner) -> dict[str, torch.Tensor]:
+            return {k: v.clone() for k, v in runner.module.get_state().items()}
+
+        initial = algo.env_runner_group.foreach_env_runner(weights, local_env_runner=False)
+        algo.train()
+        learner = algo.learner_group._learner.module[DEFAULT_MODULE_ID].get_state()
+        synced = algo.env_runner_group.foreach_env_runner(weights, local_env_runner=False)
+        plans = algo.env_runner_group.foreach_env_runner(lambda r: len(r.envs), local_env_runner=False)
+    finally:
+        algo.stop()
+    assert len(synced) == 2 and plans == [2, 2]  # one group of 2 rollouts on each remote runner
+    assert any(not torch.equal(initial[0][k], learner[k]) for k in learner), "the update changed nothing"
+    for state in synced:
+        assert state.keys() == learner.keys()
+        assert all(torch.equal(state[k], learner[k]) for k in learner), "a runner samples with stale weights"
+
+
+def test_learner_shards_pad_to_equal_shards_whose_weights_give_the_batch_loss():
+    from agents.grpo.algorithm import learner_shards
+
+    loss_mask = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 1, 0]], dtype=torch.float32)
+    batch = {"input_ids": torch.arange(12).reshape(3, 4), "loss_mask": loss_mask,
+             "advantages": torch.tensor([1.0, -1.0, 0.5])}
+    for aggregation, expected in (("token_mean", [2 / 7, 4 / 7, 1 / 7, 0.0]), ("constant_norm", [1 / 3] * 3 + [0.0])):
+        shards = learner_shards(dict(batch), aggregation, num_learners=2)
+        rows = [shard.policy_batches["default_policy"] for shard in shards]
+        assert [len(r) for r in rows] == [2, 2]
+        weights = np.concatenate([r["loss_weight"] for r in rows])
+        np.testing.assert_allclose(weights, 2 * np.array(expected), rtol=1e-6)  # DDP averages over 2 learners
+        assert rows[1]["loss_mask"][1].sum() == 0  # the padding row carries no loss
+
+
+def test_minibatches_hold_whole_groups_and_drop_zero_advantages():
+    from agents.grpo import GRPOConfig
+    from agents.grpo.algorithm import GRPO
+
+    group_ids = torch.tensor([0, 0, 1, 1, 2, 2])
+    advantages = torch.tensor([0.7, -0.7, 0.0, 0.0, 1.0, -1.0])
+    shim = type("Shim", (), {})()
+    shim.config = GRPOConfig().training(num_minibatches=2, drop_zero_advantage=True, prompts_per_batch=3)
+    assert GRPO._minibatches(shim, group_ids, advantages) == [[0, 1, 4, 5]]  # group 1 is all zero: nothing left
+    shim.config.drop_zero_advantage = False
+    assert GRPO._minibatches(shim, group_ids, advantages) == [[0, 1, 4, 5], [2, 3]]
 
 
 def test_config_defaults_are_the_papers():

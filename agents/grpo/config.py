@@ -53,6 +53,9 @@ class GRPOConfig(AlgorithmConfig):
         self.kl_coef = 0.001
         self.entropy_coef = 0.001
         self.micro_batch_size = 2
+        self.num_minibatches = 1
+        self.drop_zero_advantage = False
+        self.question_ids: list[str] | None = None
         self.max_response_tokens = 8192
         self.max_new_tokens = 512
         self.max_tokens = 8192 + 512
@@ -65,17 +68,24 @@ class GRPOConfig(AlgorithmConfig):
                  prompts_per_batch: int = NotProvided, temperature: float = NotProvided,
                  clip_ratio: float = NotProvided, kl_coef: float = NotProvided, entropy_coef: float = NotProvided,
                  micro_batch_size: int = NotProvided, max_response_tokens: int = NotProvided,
-                 **kwargs: Any) -> GRPOConfig:
+                 num_minibatches: int = NotProvided, drop_zero_advantage: bool = NotProvided,
+                 question_ids: list[str] | None = NotProvided, **kwargs: Any) -> GRPOConfig:
         """GRPO's own knobs on top of AlgorithmConfig's (``lr``, ``grad_clip``, ``num_epochs``, ...).
 
         ``micro_batch_size`` trajectories are forwarded at once on a learner; it trades memory for
-        speed and does not change the gradient.
+        speed and does not change the gradient. ``num_minibatches`` optimizer steps are taken per train
+        batch (per epoch), each on whole groups (the paper: 1). ``drop_zero_advantage`` leaves out of the
+        update the trajectories whose advantage is 0 (a group with equal rewards): they add only KL and
+        entropy terms and dilute the token mean. ``question_ids`` restricts training to those questions of
+        the env's dataset (None: all of them). ``lr`` may be RLlib's schedule ``[[0, lr0], [t, lr1], ...]``
+        over sampled trajectories, e.g. a warmup.
         """
         super().training(**kwargs)
         for name, value in dict(algorithm=algorithm, group_size=group_size, prompts_per_batch=prompts_per_batch,
                                 temperature=temperature, clip_ratio=clip_ratio, kl_coef=kl_coef,
                                 entropy_coef=entropy_coef, micro_batch_size=micro_batch_size,
-                                max_response_tokens=max_response_tokens).items():
+                                max_response_tokens=max_response_tokens, num_minibatches=num_minibatches,
+                                drop_zero_advantage=drop_zero_advantage, question_ids=question_ids).items():
             if value is not NotProvided:
                 setattr(self, name, value)
         return self
@@ -114,11 +124,11 @@ class GRPOConfig(AlgorithmConfig):
             raise ValueError(f"group_size must be >= 2 for a group baseline, got {self.group_size}")
         if self.micro_batch_size < 1 or self.prompts_per_batch < 1:
             raise ValueError("micro_batch_size and prompts_per_batch must be >= 1")
-        learners = max(1, self.num_learners)
-        if self.trajectories_per_batch % learners:
-            raise ValueError(
-                f"prompts_per_batch x group_size = {self.trajectories_per_batch} trajectories do not split evenly "
-                f"over {learners} learners (uneven DDP shards hang); choose sizes divisible by num_learners")
+        if not 1 <= self.num_minibatches <= self.prompts_per_batch:
+            raise ValueError(f"num_minibatches must be in [1, prompts_per_batch={self.prompts_per_batch}] (a "
+                             f"minibatch holds whole groups), got {self.num_minibatches}")
+        if self.question_ids is not None and len(set(self.question_ids)) != len(self.question_ids):
+            raise ValueError("question_ids has duplicates: each question is one group per batch")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from agents.grpo.module import CausalLMModule

@@ -15,7 +15,7 @@ TRACKED = (
     "charts/episodic_return", "charts/f1", "charts/format_ok_rate", "charts/searches_per_episode",
     "charts/response_length", "charts/truncated_rate", "charts/tokens_per_s", "losses/kl", "losses/entropy",
     "losses/clipfrac", "losses/approx_kl", "losses/policy_loss", "timers/generate_s", "timers/env_s",
-    "timers/learner_s", "timers/sync_weights_s",
+    "timers/learner_s", "timers/sync_weights_s", "charts/learning_rate", "charts/trained_trajectories",
 )
 _PANELS = (
     ("reward", "charts/episodic_return"), ("F1", "charts/f1"), ("format-valid rate", "charts/format_ok_rate"),
