@@ -139,11 +139,16 @@ def build_sft_dataset(env: gym.Env, question_ids: Sequence[str], *, noisy_copies
 
 @dataclass
 class SFTConfig:
-    """The warm start that made GRPO work in issue #6's feasibility run: 20 epochs at lr 5e-3."""
+    """20 epochs at lr 3e-3 in batches of 4 (800 optimizer steps on 80 questions with one noisy copy).
+
+    Measured on the 1.4M-parameter small-vocabulary model (top-1 passages): this recipe reached a loss of
+    0.03 and greedy reward 1.0 on training questions; batches of 16 at lr 5e-3 (200 steps) stopped at 0.31
+    with the policy ignoring the question, and reward 0.08.
+    """
 
     epochs: int = 20
-    lr: float = 5e-3
-    batch_size: int = 16
+    lr: float = 3e-3
+    batch_size: int = 4
     warmup_steps: int = 10
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0

@@ -3,12 +3,14 @@
 With no arguments: the tiny default model, the shipped MuSiQue sample and the embedded BM25 index,
 two small iterations on CPU in a few minutes. Writes DIR/checkpoints/, DIR/tb/, DIR/metrics.jsonl and
 DIR/curves.png; ``--resume`` continues from the newest checkpoint in DIR.
+
+``--small-vocab`` and ``--sft-warmstart`` build the starting policy first (DIR/policy, reused on resume):
+a random model gets no reward and so no GRPO signal; see benchmarks/learning.py for a run that learns.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import time
@@ -44,24 +46,90 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-k", type=int, default=None, help="passages per search (default: the env's)")
+    p.add_argument("--questions", type=int, default=0, help="train on the first N questions only (0: all)")
+    p.add_argument("--minibatches", type=int, default=1, help="optimizer steps per train batch (paper: 1)")
+    p.add_argument("--drop-zero-advantage", action="store_true", help="leave groups of equal rewards out")
+    p.add_argument("--warmup-iterations", type=int, default=0, help="linear learning-rate warmup")
+    warm = p.add_argument_group("warm start (written to DIR/policy before training)")
+    warm.add_argument("--small-vocab", action="store_true",
+                      help="a fresh 1.4M-parameter model with an 8,192-token BPE trained on the training traces")
+    warm.add_argument("--sft-warmstart", action="store_true", help="SFT on oracle traces before GRPO")
+    warm.add_argument("--sft-questions", type=int, default=0, help="SFT on the first N questions (0: --questions)")
+    warm.add_argument("--sft-epochs", type=int, default=20)
+    warm.add_argument("--sft-lr", type=float, default=3e-3)
+    warm.add_argument("--sft-batch-size", type=int, default=4)
+    warm.add_argument("--noisy-copies", type=int, default=1, help="noisy copies of each oracle trace")
     return p.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace):  # -> GRPOConfig
+def env_config(args: argparse.Namespace) -> dict:
+    config: dict = {"retriever_url": args.retriever_url} if args.retriever_url else {}
+    if args.top_k is not None:
+        config["top_k"] = args.top_k
+    return config
+
+
+def learning_rate(args: argparse.Namespace) -> float | list[list[float]]:
+    """A constant, or RLlib's piecewise schedule over sampled trajectories for a linear warmup."""
+    if args.warmup_iterations <= 0:
+        return args.lr
+    per_iteration = args.prompts * args.group_size
+    return [[0, args.lr / (args.warmup_iterations + 1)], [args.warmup_iterations * per_iteration, args.lr]]
+
+
+def build_config(args: argparse.Namespace, model: str | None = None, question_ids: list[str] | None = None):
+    """The GRPOConfig of these arguments (``model``: the warm-started policy, overriding ``--model``)."""
     from agents.grpo import GRPOConfig
 
     lora = ({"r": args.lora_rank, "lora_alpha": 2 * args.lora_rank, "target_modules": "all-linear",
              "lora_dropout": 0.0} if args.lora else None)
-    env_config = {"retriever_url": args.retriever_url} if args.retriever_url else {}
     return (GRPOConfig()
-            .environment(env_config=env_config)
+            .environment(env_config=env_config(args))
             .training(algorithm=args.algorithm, prompts_per_batch=args.prompts, group_size=args.group_size,
-                      lr=args.lr, micro_batch_size=args.micro_batch_size)
+                      lr=learning_rate(args), micro_batch_size=args.micro_batch_size,
+                      num_minibatches=args.minibatches, drop_zero_advantage=args.drop_zero_advantage,
+                      question_ids=question_ids)
             .rollouts(max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens, max_turns=args.max_turns or None)
-            .policy(model=args.model, lora=lora)
+            .policy(model=model or args.model, lora=lora)
             .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
             .env_runners(num_env_runners=args.num_env_runners)
             .debugging(seed=args.seed))
+
+
+def dataset_question_ids(args: argparse.Namespace) -> list[str]:
+    import gymnasium as gym
+
+    import research_env  # noqa: F401  (registers the env ids)
+    from agents.grpo.config import DEFAULT_ENV_ID
+
+    env = gym.make(DEFAULT_ENV_ID, **{k: v for k, v in env_config(args).items() if k != "retriever_url"})
+    try:
+        dataset = env.unwrapped.dataset
+        return [dataset[i].id for i in range(len(dataset))]
+    finally:
+        env.close()
+
+
+def warm_start(args: argparse.Namespace, output: Path, all_ids: list[str]) -> str | None:
+    """Build (or reuse) DIR/policy when --small-vocab or --sft-warmstart asks for it; its path, else None."""
+    if not (args.small_vocab or args.sft_warmstart):
+        return None
+    import gymnasium as gym
+
+    from agents.rollout import RolloutConfig
+    from agents.sft import SFTConfig
+    from agents.warmstart import WarmStart, prepare_policy
+
+    config = build_config(args)
+    n_sft = args.sft_questions or args.questions or len(all_ids)
+    sft = SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr, batch_size=args.sft_batch_size,
+                     seed=args.seed) if args.sft_warmstart else None
+    spec = WarmStart(question_ids=all_ids[:n_sft], model=args.model, small_vocab=args.small_vocab, sft=sft,
+                     noisy_copies=args.noisy_copies, seed=args.seed,
+                     rollout=RolloutConfig(max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens))
+    env_kwargs = {k: v for k, v in config.env_config.items() if k != "retriever_url"}
+    return str(prepare_policy(output / "policy", lambda: gym.make(config.env, **env_kwargs), spec))
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -71,12 +139,11 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 def save_checkpoint(algo, directory: Path, keep: int) -> Path:
     """Write to a hidden directory and rename it into place: a kill mid-save leaves the previous one intact."""
+    from research_env.staging import staged_directory
+
     final = directory / f"iter_{algo.iteration:06d}"
-    staging = directory / f".{final.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    algo.save_to_path(str(staging.resolve()))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
+    with staged_directory(final) as staging:
+        algo.save_to_path(str(staging.resolve()))
     for old in sorted(p for p in directory.glob("iter_*") if CHECKPOINT.fullmatch(p.name))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -96,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, configure_logging=False)
     log = TrainingLog(output)
-    algo = build_config(args).build_algo()
+    all_ids = dataset_question_ids(args) if (args.questions or args.small_vocab or args.sft_warmstart) else []
+    model = warm_start(args, output, all_ids)
+    algo = build_config(args, model=model, question_ids=all_ids[: args.questions] or None).build_algo()
     try:
         if args.resume and (checkpoint := latest_checkpoint(checkpoints)) is not None:
             algo.restore_from_path(str(checkpoint.resolve()))

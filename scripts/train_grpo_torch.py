@@ -36,7 +36,8 @@ def parse_args() -> argparse.Namespace:
                    help="a fresh 1.4M-parameter Qwen2 over an 8,192-token BPE trained on the training questions")
     p.add_argument("--sft-warmstart", action="store_true", help="SFT on oracle traces (+ noisy copies) first")
     p.add_argument("--sft-epochs", type=int, default=20)
-    p.add_argument("--sft-lr", type=float, default=5e-3)
+    p.add_argument("--sft-lr", type=float, default=3e-3)
+    p.add_argument("--sft-batch-size", type=int, default=4)
     p.add_argument("--noisy-copies", type=int, default=1)
     p.add_argument("--algorithm", default="grpo", choices=sorted(ALGORITHMS))
     p.add_argument("--iterations", type=int, default=2)
@@ -85,8 +86,8 @@ def main() -> None:
     # optional SFT warm start: a random policy never writes a valid format, so GRPO would get no signal
     if args.sft_warmstart:
         examples = build_sft_dataset(envs[0], question_ids, noisy_copies=args.noisy_copies, seed=args.seed)
-        sft_train(model, examples, SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr, seed=args.seed),
-                  tokenizer.pad_token_id)
+        sft = SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr, batch_size=args.sft_batch_size, seed=args.seed)
+        sft_train(model, examples, sft, tokenizer.pad_token_id)
 
     # the loop: rollout groups -> advantages -> clipped-loss update -> log (see TorchGRPO.iteration)
     trainer = TorchGRPO.create(model, tokenizer, envs, question_ids, config)
