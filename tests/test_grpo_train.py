@@ -133,6 +133,15 @@ def test_minibatches_hold_whole_groups_and_drop_zero_advantages():
     assert GRPO._minibatches(shim, group_ids, advantages) == [[0, 1, 4, 5], [2, 3]]
 
 
+def test_config_rejects_minibatches_that_cannot_hold_whole_groups_and_duplicate_questions():
+    from agents.grpo import GRPOConfig
+
+    with pytest.raises(ValueError, match="num_minibatches"):
+        GRPOConfig().training(prompts_per_batch=2, num_minibatches=3).validate()
+    with pytest.raises(ValueError, match="duplicates"):
+        GRPOConfig().training(question_ids=["q1", "q1"]).validate()
+
+
 def test_config_defaults_are_the_papers():
     from agents.grpo import GRPOConfig
 
