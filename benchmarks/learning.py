@@ -191,7 +191,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         axes[0].plot(its, [h["charts/episodic_return"] for h in run["history"]], label=f"seed {run['seed']}")
     axes[0].set(xlabel="GRPO iteration (RLlib)", ylabel="reward", title="training rollouts (16 x 5 per iteration)")
     axes[0].legend()
-    names = ["train reward", "train format", "held-out reward", "held-out format"]
+    names = ["GRPO questions:\nreward", "GRPO questions:\nformat-valid", "held-out:\nreward", "held-out:\nformat-valid"]
     keys = [("train", "reward"), ("train", "format_ok"), ("heldout", "reward"), ("heldout", "format_ok")]
     x = np.arange(len(names))
     width = 0.8 / (2 * len(runs))
@@ -201,7 +201,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
             errors = [run[tag][s][k + "_se"] for s, k in keys]
             axes[1].bar(x - 0.4 + width * (2 * i + j + 0.5), values, width, yerr=errors, color=color, capsize=2,
                         label=f"{tag} GRPO" if i == 0 else None)
-    axes[1].set_xticks(x, names, rotation=15)
+    axes[1].set_xticks(x, names)
     axes[1].set(title=f"separate evaluation, seeds {[r['seed'] for r in runs]} (± s.e.)", ylim=(0, 1))
     axes[1].legend()
     fig.tight_layout()
