@@ -69,10 +69,13 @@ def test_two_learners_average_gradients_and_stay_identical(ray_cluster):
     (_, single_grads), = update(config(num_learners=0), batch)
     assert grads.keys() == single_grads.keys() and grads
     for name, grad in grads.items():
-        # Each learner saw half the batch: equal gradients mean DDP averaged them, and the loss weights
-        # made the average the gradient of the whole batch (up to float summation order).
+        # Each learner saw part of the batch: equal gradients mean DDP averaged them, and the loss weights
+        # made the average the gradient of the whole batch, up to float32 summation order. That order
+        # matters on the tied embedding, whose gradient sums many terms of opposite sign, so the absolute
+        # tolerance is relative to the tensor's own scale; a wrong weighting would be off by O(scale).
         assert torch.equal(grad, grads2[name]), f"learners hold different gradients for {name}"
-        torch.testing.assert_close(grad, single_grads[name], rtol=1e-4, atol=1e-9,
+        scale = float(single_grads[name].abs().max())
+        torch.testing.assert_close(grad, single_grads[name], rtol=1e-4, atol=1e-5 * scale,
                                    msg=lambda m, n=name: f"DDP gradient differs from one learner's on {n}: {m}")
     for name, value in weights.items():
         assert torch.equal(value, weights2[name]), f"learners' weights diverged on {name}"
