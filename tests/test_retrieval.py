@@ -81,25 +81,3 @@ def test_bad_corpus_lines_are_reported_with_their_line(tmp_path):
 
 def test_one_shared_retriever_per_corpus():
     assert shared_retriever() is shared_retriever()
-
-
-def test_ctrl_c_reaches_python_with_the_jvm_running(tmp_path):
-    """The JVM must not swallow SIGINT: a training run interrupted with Ctrl-C has to run its cleanup,
-    and the embedded index keeps answering afterwards."""
-    import subprocess
-    import sys
-
-    script = tmp_path / "interrupt.py"
-    script.write_text(
-        "import os, signal, time\n"
-        "from research_env.retrieval import shared_retriever\n"
-        "retriever = shared_retriever()\n"
-        "retriever.search(['Baring'], 1)\n"
-        "try:\n"
-        "    os.kill(os.getpid(), signal.SIGINT)\n"
-        "    time.sleep(30)\n"
-        "except KeyboardInterrupt:\n"
-        "    print('cleanup ran', len(retriever.search(['Baring'], 1)[0]))\n"
-    )
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "cleanup ran 1" in done.stdout, (done.returncode, done.stderr[-2000:])

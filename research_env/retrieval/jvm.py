@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import signal
-import threading
 from pathlib import Path
 
 MIN_JAVA = 21
@@ -78,32 +76,9 @@ def ensure_jvm() -> None:
         jnius_config.add_options(f"--add-modules={_VECTOR_MODULE}")
     if _major_version(release) >= 23:  # Lucene's mmap uses sun.misc.Unsafe; Java 23+ warns on stderr
         jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")
-    with _python_keeps_signals():
-        import jnius  # noqa: F401  (starts the JVM)
+    import jnius  # noqa: F401  (starts the JVM)
 
     _quiet_java_logging()
-
-
-class _python_keeps_signals:
-    """Put Python's SIGINT and SIGTERM handlers back after the JVM has replaced them with its own.
-
-    The JVM's handlers exit the process at once (code 130 on Ctrl-C), so a training run that embeds
-    pyserini would skip KeyboardInterrupt, ``finally`` blocks, trace flushes and checkpoint writes. The JVM
-    needs neither signal (they only run its shutdown hooks; none of ours use them). ``-Xrs`` would do the
-    same from the JVM's side, but it coincided with a crash in CI and is not used. Only the main thread may
-    set handlers: a JVM first started from another thread (the retrieval service's worker) keeps its own.
-    """
-
-    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self) -> None:
-        main = threading.current_thread() is threading.main_thread()
-        self.saved = {sig: signal.getsignal(sig) for sig in self._SIGNALS} if main else {}
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.saved.items():
-            if handler is not None:  # None: set from C by someone else; leave it
-                signal.signal(sig, handler)
 
 
 def _quiet_java_logging() -> None:
