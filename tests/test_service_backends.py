@@ -35,6 +35,8 @@ def test_bm25s_finds_what_lucene_finds(corpus):
     assert [r[0].id for r in got[:3]] == [r[0].id for r in want[:3]] == ["d1", "d4", "d3"]
     assert got[3] == got[4] == []  # stop words and unknown words match nothing, as in Lucene
     assert bm25s_retriever.search([], 3) == []
+    # a batch of stop words only used to make bm25s raise: it matches nothing, as Lucene's does
+    assert bm25s_retriever.search(["a", "the of"], 2) == lucene.search(["a", "the of"], 2) == [[], []]
 
 
 def test_cache_answers_repeats_from_memory_keyed_by_query_and_k():

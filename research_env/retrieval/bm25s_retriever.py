@@ -81,11 +81,17 @@ class BM25SRetriever:
         check_k(k)
         if not queries:
             return []
+        results: list[list[Document]] = [[] for _ in queries]
         try:
             tokens = _tokenize(queries, return_ids=False)
-            rows, scores = self._model.retrieve(tokens, k=min(int(k), self.num_docs), show_progress=False,
-                                                n_threads=self.threads)
+            # A query of stopwords only has no terms: it matches nothing, as in Lucene (bm25s would raise).
+            asked = [i for i, terms in enumerate(tokens) if terms]
+            if not asked:
+                return results
+            rows, scores = self._model.retrieve([tokens[i] for i in asked], k=min(int(k), self.num_docs),
+                                                show_progress=False, n_threads=self.threads)
         except Exception as e:  # bm25s raises ValueError/numba errors for anything that fails inside
             raise RetrieverError(f"bm25s search failed in {self.index_dir}: {e}") from e
-        return [[self.docs.document(r, s) for r, s in zip(row_ids, row_scores, strict=True) if s > 0]
-                for row_ids, row_scores in zip(rows, scores, strict=True)]
+        for i, row_ids, row_scores in zip(asked, rows, scores, strict=True):
+            results[i] = [self.docs.document(r, s) for r, s in zip(row_ids, row_scores, strict=True) if s > 0]
+        return results
