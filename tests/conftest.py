@@ -50,3 +50,17 @@ def small_vocab():
     dataset = text_env.unwrapped.dataset
     ids = [dataset[i].id for i in range(4)]
     return train_small_tokenizer(oracle_trace_texts(text_env, ids), vocab_size=1024), ids
+
+
+#: Test modules that start Ray inside the pytest process.
+RAY_IN_PROCESS = ("test_grpo_learners.py", "test_grpo_train.py", "test_service_ray.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Run the modules that start Ray in this process last (a stable sort keeps every other order).
+
+    ray.init in a process that embeds pyserini's JVM replaces the JVM's SIGSEGV/SIGBUS handlers with Ray's
+    and resets SIGUSR2 until ray.shutdown, and leaves native threads running after it; HotSpot needs its own
+    handlers. Full runs crashed (SIGSEGV, no hs_err) in JVM tests that ran after in-process Ray tests.
+    """
+    items.sort(key=lambda item: item.path.name in RAY_IN_PROCESS)
