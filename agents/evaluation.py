@@ -116,8 +116,7 @@ def evaluate(config: EvalConfig, output_dir: str | os.PathLike, *, progress: boo
     for name_or_path in config.datasets:
         name, path = resolve_dataset(name_or_path)
         dataset = load_qa_dataset(path)
-        wanted = [dataset[i].id for i in range(len(dataset) if config.limit is None else min(config.limit,
-                                                                                              len(dataset)))]
+        wanted = dataset.ids if config.limit is None else dataset.ids[: max(config.limit, 0)]
         trace_path = output / "traces" / f"{name}.jsonl"
         done = read_traces(trace_path)
         todo = [qid for qid in wanted if qid not in done]

@@ -93,7 +93,7 @@ def main() -> None:
     config = RolloutConfig(max_new_tokens=args.max_new_tokens, max_turns=args.max_turns)
     backend = HFBackend.from_pretrained(device="cpu", batch_size=max(args.parallel))
     dataset = load_qa_dataset(demo_dataset("musique"))
-    ids = [dataset[i].id for i in range(len(dataset))]
+    ids = dataset.ids
     rows = []
     for parallel in args.parallel:
         # Questions repeat when the demo set is smaller than a row needs; each episode still starts afresh.

@@ -140,11 +140,16 @@ class QADataset(Sequence[QARecord]):
     def __iter__(self) -> Iterator[QARecord]:
         return (self.to_record(row) for row in self.table)
 
+    @property
+    def ids(self) -> list[str]:
+        """Every question id in file order, read from the id column alone (no record is built)."""
+        id_column = "_id" if self.format in ("hotpotqa", "2wiki") else "id"
+        return [str(qid) for qid in self.table[id_column]]
+
     def index_of(self, question_id: str) -> int:
         """Position of a question id (built once, on first use)."""
         if self._index_of_id is None:
-            id_column = "_id" if self.format in ("hotpotqa", "2wiki") else "id"
-            self._index_of_id = {str(qid): i for i, qid in enumerate(self.table[id_column])}
+            self._index_of_id = {qid: i for i, qid in enumerate(self.ids)}
         try:
             return self._index_of_id[str(question_id)]
         except KeyError:

@@ -70,7 +70,7 @@ def main() -> None:
         max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens, max_turns=args.max_turns, seed=args.seed)
     text_env = gym.make(args.env_id, top_k=args.top_k)
     dataset = text_env.unwrapped.dataset
-    question_ids = [dataset[i].id for i in range(min(args.questions, len(dataset)))]
+    question_ids = dataset.ids[: max(args.questions, 0)]
 
     # policy: a checkpoint, or a fresh small-vocabulary model for CPU learning runs
     if args.small_vocab:

@@ -48,7 +48,7 @@ def small_vocab():
 
     text_env = gym.make("ReSearch-MuSiQue-v0", top_k=1)
     dataset = text_env.unwrapped.dataset
-    ids = [dataset[i].id for i in range(4)]
+    ids = dataset.ids[:4]
     return train_small_tokenizer(oracle_trace_texts(text_env, ids), vocab_size=1024), ids
 
 

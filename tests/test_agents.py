@@ -24,7 +24,7 @@ def backend() -> HFBackend:
 @pytest.fixture(scope="module")
 def question_ids() -> list[str]:
     dataset = load_qa_dataset(demo_dataset("musique"))
-    return [dataset[i].id for i in range(3)]
+    return dataset.ids[:3]
 
 
 @pytest.mark.slow
@@ -45,7 +45,7 @@ def test_rollout_appends_each_chunk_ids_verbatim(backend, question_ids):
 @pytest.mark.slow
 def test_oracle_agent_scores_one_on_the_musique_sample():
     dataset = load_qa_dataset(demo_dataset("musique"))
-    records = list(OracleAgent().run([gym.make("ReSearch-MuSiQue-v0")], [dataset[i].id for i in range(len(dataset))]))
+    records = list(OracleAgent().run([gym.make("ReSearch-MuSiQue-v0")], dataset.ids))
     assert len(records) == 100
     assert sum(r.f1 for r in records) / len(records) == 1.0
     assert all(r.format_ok and r.em == 1.0 and r.num_searches >= 2 for r in records)

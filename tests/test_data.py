@@ -33,6 +33,7 @@ def test_every_sample_loads_as_records(shared_data, name):
         gold = row.get("golden_answers") or [row["answer"], *row.get("answer_aliases", [])]
         assert record.golden_answers == tuple(gold)
         assert dataset.index_of(record.id) == i
+    assert dataset.ids == [r.id for r in dataset]  # read from the id column, equal to the records' ids
 
 
 def test_raw_and_flashrag_musique_agree(shared_data):

@@ -55,8 +55,7 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
         if self._question_ids is None:
             if not self.envs:
                 self.envs.append(self._make_env())
-            dataset = self.envs[0].unwrapped.dataset
-            self._question_ids = [dataset[i].id for i in range(len(dataset))]
+            self._question_ids = self.envs[0].unwrapped.dataset.ids
         return self._question_ids
 
     def sample(self, plan: Sequence[tuple[int, str]] = (), seed: int = 0, **kwargs: Any) -> dict[str, Any]:
