@@ -41,10 +41,6 @@ class WarmStart:
     seed: int = 0
     rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(max_new_tokens=96, max_tokens=4096))
 
-    @property
-    def needed(self) -> bool:
-        return self.small_vocab or self.sft is not None
-
 
 def prepare_policy(directory: str | os.PathLike, make_env: Callable[[], gym.Env], warm_start: WarmStart,
                    log: Callable[[str], None] = print) -> Path:

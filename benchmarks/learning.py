@@ -71,11 +71,9 @@ def grpo_config(args: argparse.Namespace, policy: Path, question_ids: list[str],
     """The RLlib GRPOConfig of the run: the paper's loss (clip 0.2, k3 KL and entropy at 0.001, grad clip
     1.0) with the feasibility run's batch and step sizes."""
     from agents.grpo import GRPOConfig
+    from agents.grpo.config import warmup_lr
 
-    per_iteration = len(question_ids) * args.group_size
-    lr: Any = args.lr
-    if args.warmup_iterations > 0:
-        lr = [[0, args.lr / (args.warmup_iterations + 1)], [args.warmup_iterations * per_iteration, args.lr]]
+    lr = warmup_lr(args.lr, args.warmup_iterations, len(question_ids) * args.group_size)
     return (GRPOConfig()
             .environment(env_config={"top_k": args.top_k})
             .training(algorithm=args.algorithm, prompts_per_batch=len(question_ids), group_size=args.group_size,
@@ -99,8 +97,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         return gym.make(DEFAULT_ENV_ID, top_k=args.top_k)
 
     env = make_env()
-    dataset = env.unwrapped.dataset
-    all_ids = [dataset[i].id for i in range(len(dataset))]
+    all_ids = env.unwrapped.dataset.ids
     env.close()
     train_ids, heldout_ids = all_ids[: args.train_questions], all_ids[args.train_questions :]
     grpo_ids = train_ids[: args.grpo_questions]

@@ -70,24 +70,18 @@ def env_config(args: argparse.Namespace) -> dict:
     return config
 
 
-def learning_rate(args: argparse.Namespace) -> float | list[list[float]]:
-    """A constant, or RLlib's piecewise schedule over sampled trajectories for a linear warmup."""
-    if args.warmup_iterations <= 0:
-        return args.lr
-    per_iteration = args.prompts * args.group_size
-    return [[0, args.lr / (args.warmup_iterations + 1)], [args.warmup_iterations * per_iteration, args.lr]]
-
-
 def build_config(args: argparse.Namespace, model: str | None = None, question_ids: list[str] | None = None):
     """The GRPOConfig of these arguments (``model``: the warm-started policy, overriding ``--model``)."""
     from agents.grpo import GRPOConfig
+    from agents.grpo.config import warmup_lr
 
     lora = ({"r": args.lora_rank, "lora_alpha": 2 * args.lora_rank, "target_modules": "all-linear",
              "lora_dropout": 0.0} if args.lora else None)
     return (GRPOConfig()
             .environment(env_config=env_config(args))
             .training(algorithm=args.algorithm, prompts_per_batch=args.prompts, group_size=args.group_size,
-                      lr=learning_rate(args), micro_batch_size=args.micro_batch_size,
+                      lr=warmup_lr(args.lr, args.warmup_iterations, args.prompts * args.group_size),
+                      micro_batch_size=args.micro_batch_size,
                       num_minibatches=args.minibatches, drop_zero_advantage=args.drop_zero_advantage,
                       question_ids=question_ids)
             .rollouts(max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens, max_turns=args.max_turns or None)
@@ -97,39 +91,32 @@ def build_config(args: argparse.Namespace, model: str | None = None, question_id
             .debugging(seed=args.seed))
 
 
-def dataset_question_ids(args: argparse.Namespace) -> list[str]:
+def local_env(args: argparse.Namespace):  # -> gym.Env
+    """The training env in this process, with the embedded retriever: it lists the questions and plays the
+    oracle for the warm start (the env runners build their own, with ``--retriever-url`` if given)."""
     import gymnasium as gym
 
     import research_env  # noqa: F401  (registers the env ids)
     from agents.grpo.config import DEFAULT_ENV_ID
 
-    env = gym.make(DEFAULT_ENV_ID, **{k: v for k, v in env_config(args).items() if k != "retriever_url"})
-    try:
-        dataset = env.unwrapped.dataset
-        return [dataset[i].id for i in range(len(dataset))]
-    finally:
-        env.close()
+    return gym.make(DEFAULT_ENV_ID, **{k: v for k, v in env_config(args).items() if k != "retriever_url"})
 
 
 def warm_start(args: argparse.Namespace, output: Path, all_ids: list[str]) -> str | None:
     """Build (or reuse) DIR/policy when --small-vocab or --sft-warmstart asks for it; its path, else None."""
     if not (args.small_vocab or args.sft_warmstart):
         return None
-    import gymnasium as gym
-
     from agents.rollout import RolloutConfig
     from agents.sft import SFTConfig
     from agents.warmstart import WarmStart, prepare_policy
 
-    config = build_config(args)
     n_sft = args.sft_questions or args.questions or len(all_ids)
     sft = SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr, batch_size=args.sft_batch_size,
-                     seed=args.seed) if args.sft_warmstart else None
+                    seed=args.seed) if args.sft_warmstart else None
     spec = WarmStart(question_ids=all_ids[:n_sft], model=args.model, small_vocab=args.small_vocab, sft=sft,
                      noisy_copies=args.noisy_copies, seed=args.seed,
                      rollout=RolloutConfig(max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens))
-    env_kwargs = {k: v for k, v in config.env_config.items() if k != "retriever_url"}
-    return str(prepare_policy(output / "policy", lambda: gym.make(config.env, **env_kwargs), spec))
+    return str(prepare_policy(output / "policy", lambda: local_env(args), spec))
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -158,13 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     checkpoints = output / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
+    all_ids: list[str] = []
+    if args.questions or args.small_vocab or args.sft_warmstart:
+        env = local_env(args)
+        all_ids = env.unwrapped.dataset.ids
+        env.close()
+    model = warm_start(args, output, all_ids)  # before Ray starts: SFT needs no cluster
     if args.ray_address:
         ray.init(address=args.ray_address)
     else:
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, configure_logging=False)
     log = TrainingLog(output)
-    all_ids = dataset_question_ids(args) if (args.questions or args.small_vocab or args.sft_warmstart) else []
-    model = warm_start(args, output, all_ids)
     algo = build_config(args, model=model, question_ids=all_ids[: args.questions] or None).build_algo()
     try:
         if args.resume and (checkpoint := latest_checkpoint(checkpoints)) is not None:

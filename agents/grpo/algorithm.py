@@ -95,12 +95,13 @@ class GRPO(Algorithm):
     def _minibatches(self, group_ids: torch.Tensor, advantages: torch.Tensor) -> list[list[int]]:
         """Row indices of each optimizer step: whole groups dealt round-robin (the groups' order is already
         random), less the zero-advantage rows when ``drop_zero_advantage``; empty minibatches are skipped."""
-        groups = list(dict.fromkeys(group_ids.tolist()))
-        keep = (advantages.abs() > 1e-8) if self.config.drop_zero_advantage else torch.ones_like(advantages, dtype=bool)
+        group_of = group_ids.tolist()
+        groups = list(dict.fromkeys(group_of))
+        keep = (advantages.abs() > 1e-8).tolist() if self.config.drop_zero_advantage else [True] * len(group_of)
         minibatches = []
         for j in range(self.config.num_minibatches):
             chosen = set(groups[j :: self.config.num_minibatches])
-            rows = [i for i, g in enumerate(group_ids.tolist()) if g in chosen and keep[i]]
+            rows = [i for i, g in enumerate(group_of) if g in chosen and keep[i]]
             if rows:
                 minibatches.append(rows)
         return minibatches

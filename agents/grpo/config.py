@@ -15,6 +15,14 @@ from agents.rollout import RolloutConfig
 DEFAULT_ENV_ID = "ReSearch-MuSiQue-v0"
 
 
+def warmup_lr(lr: float, warmup_iterations: int, trajectories_per_iteration: int) -> float | list[list[float]]:
+    """``lr``, or RLlib's piecewise schedule for a linear warmup over ``warmup_iterations`` (RLlib schedules
+    by sampled trajectories, which ``GRPO.training_step`` passes to the learners)."""
+    if warmup_iterations <= 0:
+        return lr
+    return [[0, lr / (warmup_iterations + 1)], [warmup_iterations * trajectories_per_iteration, lr]]
+
+
 class GRPOConfig(AlgorithmConfig):
     """Defaults are the paper's (SPEC §6): group size 5, temperature 1.0, lr 1e-6, clip 0.2, k3 KL to a
     frozen reference with coefficient 0.001, entropy coefficient 0.001, gradient clipping at global norm
