@@ -76,7 +76,7 @@ def direct(demo_index: Path) -> BM25Retriever:
 
 
 @pytest.fixture(scope="session")
-def threaded(tmp_path_factory) -> object:
+def threaded() -> object:
     """A real BM25 index (bm25s) for the in-process micro-batcher tests, whose worker is a second thread.
 
     Calling pyserini's JVM from a new thread of the pytest process crashed 3 full CI runs (SIGSEGV, no
@@ -84,9 +84,9 @@ def threaded(tmp_path_factory) -> object:
     worker thread is what the server subprocess above runs, so that path stays tested, in its own process.
     """
     pytest.importorskip("bm25s")
-    from research_env.retrieval.bm25s_retriever import BM25SRetriever, build_bm25s_index
+    from research_env.retrieval.bm25s_retriever import BM25SRetriever
 
-    return BM25SRetriever(build_bm25s_index(DEMO_CORPUS, tmp_path_factory.mktemp("bm25s") / "index"))
+    return BM25SRetriever.from_corpus(DEMO_CORPUS)
 
 
 @pytest.fixture(scope="module")
