@@ -37,6 +37,7 @@ from agents.rollout import RolloutConfig, token_env
 from agents.sft import SFTConfig
 from agents.torch_loop import evaluate_policy
 from agents.warmstart import WarmStart, prepare_policy
+from research_env.retrieval import reclaim_jvm_signal_handlers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -213,6 +214,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     ray.init(num_cpus=args.threads, include_dashboard=False, configure_logging=False)
+    reclaim_jvm_signal_handlers()  # a no-op unless the embedded BM25's JVM already runs in this process
     runs = []
     try:
         for seed in args.seeds:

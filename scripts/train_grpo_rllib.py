@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from agents.grpo.reporting import TrainingLog, progress_line
+    from research_env.retrieval import reclaim_jvm_signal_handlers
 
     output = Path(args.output)
     checkpoints = output / "checkpoints"
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(address=args.ray_address)
     else:
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, configure_logging=False)
+    reclaim_jvm_signal_handlers()  # the warm start's embedded BM25 started a JVM, and ray.init took its signals
     log = TrainingLog(output)
     algo = build_config(args, model=model, question_ids=all_ids[: args.questions] or None).build_algo()
     try:

@@ -28,14 +28,22 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A real local Ray instance for one test module (on 127.0.0.1, see above)."""
+    """A real local Ray instance for one test module (on 127.0.0.1, see above).
+
+    ray.init and ray.shutdown replace the signal handlers of the JVM that earlier tests started in this
+    process; they are put back at once (research_env.retrieval.jvm_signals says why that matters).
+    """
     import ray
 
+    from research_env.retrieval import reclaim_jvm_signal_handlers
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    reclaim_jvm_signal_handlers()
     try:
         yield
     finally:
         ray.shutdown()
+        reclaim_jvm_signal_handlers()
 
 
 @pytest.fixture(scope="session")
@@ -50,17 +58,3 @@ def small_vocab():
     dataset = text_env.unwrapped.dataset
     ids = dataset.ids[:4]
     return train_small_tokenizer(oracle_trace_texts(text_env, ids), vocab_size=1024), ids
-
-
-#: Test modules that start Ray inside the pytest process.
-RAY_IN_PROCESS = ("test_grpo_learners.py", "test_grpo_train.py", "test_service_ray.py")
-
-
-def pytest_collection_modifyitems(items: list) -> None:
-    """Run the modules that start Ray in this process last (a stable sort keeps every other order).
-
-    ray.init in a process that embeds pyserini's JVM replaces the JVM's SIGSEGV/SIGBUS handlers with Ray's
-    and resets SIGUSR2 until ray.shutdown, and leaves native threads running after it; HotSpot needs its own
-    handlers. Full runs crashed (SIGSEGV, no hs_err) in JVM tests that ran after in-process Ray tests.
-    """
-    items.sort(key=lambda item: item.path.name in RAY_IN_PROCESS)

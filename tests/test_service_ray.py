@@ -16,13 +16,10 @@ pytest.importorskip("grpc", reason='pip install "ray[serve]"')
 
 
 @pytest.fixture(scope="module")
-def ray_service(demo_index) -> Iterator[str]:  # noqa: F811
-    import ray
-
+def ray_service(demo_index, ray_cluster) -> Iterator[str]:  # noqa: F811
     from research_env.retrieval.ray_serve import retriever_application
 
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(retriever_application(RetrieverSpec(index=str(demo_index)), replicas=2, cpus_per_replica=0.5),
@@ -30,7 +27,6 @@ def ray_service(demo_index) -> Iterator[str]:  # noqa: F811
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
-        ray.shutdown()
 
 
 @pytest.mark.slow

@@ -12,10 +12,11 @@ from research_env.retrieval.batcher import MicroBatcher
 from research_env.retrieval.bm25 import BM25Retriever, build_bm25_index, cached_index
 from research_env.retrieval.cache import CachedRetriever
 from research_env.retrieval.docstore import CorpusFormatError
+from research_env.retrieval.jvm_signals import reclaim_jvm_signal_handlers
 
 __all__ = [
     "BM25Retriever", "CachedRetriever", "CorpusFormatError", "Document", "MicroBatcher", "Retriever", "RetrieverError",
-    "build_bm25_index", "cached_index", "shared_retriever",
+    "build_bm25_index", "cached_index", "reclaim_jvm_signal_handlers", "shared_retriever",
 ]
 
 _SHARED: dict[Path, BM25Retriever] = {}

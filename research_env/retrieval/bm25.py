@@ -19,6 +19,7 @@ from typing import Any
 from research_env.retrieval.base import Document, RetrieverError, check_k
 from research_env.retrieval.docstore import iter_corpus_lines
 from research_env.retrieval.jvm import ensure_jvm
+from research_env.retrieval.jvm_signals import reclaim_jvm_signal_handlers
 from research_env.staging import staged_directory
 
 #: Anserini's BM25 defaults (pyserini's LuceneSearcher uses the same).
@@ -133,6 +134,7 @@ class BM25Retriever:
         texts = [" ".join(q.split()[:MAX_QUERY_WORDS]) for q in queries]
         results: list[list[Document]] = [[] for _ in texts]
         pending = [i for i, q in enumerate(texts) if q]  # an empty query matches nothing: skip the JVM
+        reclaim_jvm_signal_handlers()  # ray.init may have taken the signals Lucene's JVM relies on
         try:
             if len(pending) == 1:
                 i = pending[0]

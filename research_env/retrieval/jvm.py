@@ -13,6 +13,8 @@ import os
 import re
 from pathlib import Path
 
+from research_env.retrieval.jvm_signals import python_keeps_signals, reclaim_jvm_signal_handlers, record_jvm_handlers
+
 MIN_JAVA = 21
 _VECTOR_MODULE = "jdk.incubator.vector"
 
@@ -63,10 +65,15 @@ def anserini_jar() -> Path:
 
 
 def ensure_jvm() -> None:
-    """Start the JVM once per process, before anything imports pyserini's Java classes."""
+    """Start the JVM once per process, before anything imports pyserini's Java classes.
+
+    Call it before every call into Java: once the JVM runs, it puts back the JVM's signal handlers if
+    something (``ray.init``) replaced them; see :mod:`research_env.retrieval.jvm_signals`.
+    """
     import jnius_config
 
     if jnius_config.vm_running:
+        reclaim_jvm_signal_handlers()
         return
     home = java_home()
     os.environ["JAVA_HOME"] = str(home)  # pyjnius locates libjvm through JAVA_HOME when it starts
@@ -76,8 +83,9 @@ def ensure_jvm() -> None:
         jnius_config.add_options(f"--add-modules={_VECTOR_MODULE}")
     if _major_version(release) >= 23:  # Lucene's mmap uses sun.misc.Unsafe; Java 23+ warns on stderr
         jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")
-    import jnius  # noqa: F401  (starts the JVM)
-
+    with python_keeps_signals():
+        import jnius  # noqa: F401  (starts the JVM)
+    record_jvm_handlers()
     _quiet_java_logging()
 
 
