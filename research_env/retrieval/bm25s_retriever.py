@@ -60,6 +60,14 @@ class BM25SRetriever:
         self.docs = DocStore(self.index_dir)
         self.num_docs = len(self.docs)
         self.threads = threads
+        self._compile()
+
+    def _compile(self) -> None:
+        """Run one search now: numba compiles bm25s' kernels on the first call (about 10 s on 2 cores), which
+        belongs to loading the index, not to the first request (it outlasted request timeouts)."""
+        if self._model.vocab_dict:
+            term = next(iter(self._model.vocab_dict))
+            self._model.retrieve([[term]], k=1, show_progress=False, n_threads=self.threads)
 
     @classmethod
     def from_corpus(cls, corpus: str | os.PathLike, **kwargs: Any) -> BM25SRetriever:
