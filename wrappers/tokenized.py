@@ -83,6 +83,7 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
         self.action_space = TokenIds(vocab_size)
         normalizer = getattr(getattr(tokenizer, "backend_tokenizer", None), "normalizer", None)
         self._normalize = normalizer.normalize_str if normalizer is not None else None
+        self._byte_ids: list[int] | None = None  # token id of each byte value, built when first needed
         self._input_ids: list[int] = []
         self._policy_mask: list[int] = []
         self._text = ""
@@ -122,11 +123,15 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
         if self._decode(ids) == text:
             return ids
         if self._normalize is not None:
-            # Cut wherever the normaliser would merge or reorder two neighbouring characters, so that
-            # no piece it sees can change.
-            cuts = [i for i in range(1, len(text)) if self._normalize(text[i - 1 : i + 1]) != text[i - 1 : i + 1]]
-            bounds = [0, *cuts, len(text)]
-            ids = [t for a, b in pairwise(bounds) for t in self._encode(text[a:b], split_special_tokens)]
+            # Cut wherever the normaliser would merge or reorder two neighbouring characters, and around each
+            # character it changes on its own (NFC maps U+F900 to U+8C48), so that no piece it sees can change.
+            # Those characters are written as their UTF-8 bytes' tokens, which no normaliser sees.
+            changed = {i for i, char in enumerate(text) if self._normalize(char) != char}
+            cuts = {i for i in range(1, len(text)) if self._normalize(text[i - 1 : i + 1]) != text[i - 1 : i + 1]}
+            bounds = sorted({0, len(text), *cuts, *changed, *(i + 1 for i in changed)})
+            ids = []
+            for a, b in pairwise(bounds):
+                ids += self._byte_tokens(text[a:b]) if a in changed else self._encode(text[a:b], split_special_tokens)
             if self._decode(ids) == text:
                 return ids
         raise TokenizationError(f"{type(self.tokenizer).__name__} cannot encode {text[:80]!r}… so that it decodes "
@@ -155,6 +160,18 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
 
     def _encode(self, text: str, split_special_tokens: bool) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, split_special_tokens=split_special_tokens)["input_ids"]
+
+    def _byte_tokens(self, char: str) -> list[int]:
+        """The byte-level tokens of ``char``'s UTF-8 bytes, or [] (then encode_text fails its check) when the
+        vocabulary has no token for some byte: only byte-level BPEs (Qwen2.5's, ours) can spell any text."""
+        if self._byte_ids is None:
+            from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+            byte_chars = bytes_to_unicode()  # the printable stand-in of each byte value in byte-level BPEs
+            ids = self.tokenizer.convert_tokens_to_ids([byte_chars[b] for b in range(256)])
+            unknown = self.tokenizer.unk_token_id
+            self._byte_ids = ids if all(i is not None and i != unknown for i in ids) else []
+        return [self._byte_ids[b] for b in char.encode("utf-8")] if self._byte_ids else []
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
