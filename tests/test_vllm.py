@@ -145,3 +145,21 @@ def test_a_stop_string_inside_a_token_is_cut_and_reencoded_alike(runs):
     assert served[0].retokenized >= 1
     assert_same(local, served)
 
+
+
+def test_vllm_reads_a_small_vocabulary_checkpoint_as_trained(small_vocab, tmp_path):
+    """VLLMBackend hands vLLM ``exact_tokenizer_dir(checkpoint)``: vLLM's own tokenizer loading (AutoTokenizer,
+    which beside a Qwen2 config.json would build Qwen2Tokenizer and split digits) must encode as in training."""
+    from agents.small_vocab import small_qwen2
+
+    tokenizer, _ = small_vocab
+    small_qwen2(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    text = "Edward Baring, 1st Baron Revelstoke, born 1828; <search> 2,000 </search>"
+    script = ("import json, sys\nfrom vllm.tokenizers import get_tokenizer\n"
+              "from research_env.tokenizer import exact_tokenizer_dir\n"
+              "print(json.dumps(get_tokenizer(str(exact_tokenizer_dir(sys.argv[1]))).encode(sys.argv[2])))\n")
+    done = subprocess.run([str(VLLM_PYTHON), "-c", script, str(tmp_path), text], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == tokenizer.encode(text)
