@@ -51,6 +51,31 @@ def test_java_exceptions_survive_ray_init_and_shutdown_in_the_same_process():
     assert "java exceptions still work" in done.stdout
 
 
+def test_a_jvm_started_by_someone_else_is_protected_too():
+    """A user script may start the JVM itself (importing pyserini does) before our retriever first runs."""
+    done = _run("""
+        import os
+        import jnius_config
+        from research_env.retrieval.jvm import anserini_jar, java_home
+
+        os.environ["JAVA_HOME"] = str(java_home())
+        jnius_config.add_classpath(str(anserini_jar()))
+        import jnius  # the JVM starts here, outside research_env, as pyserini's own set-up would start it
+        import ray
+        from research_env.retrieval import shared_retriever
+
+        retriever = shared_retriever()
+        retriever.search(["Baring"], 3)
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+        assert retriever.search(["Baring"], 3)[0]
+        assert java_npe()
+        ray.shutdown()
+        print("java exceptions still work")
+    """)
+    assert done.returncode == 0 and "java exceptions still work" in done.stdout, (done.returncode,
+                                                                                   done.stderr[-3000:])
+
+
 def test_ctrl_c_raises_keyboard_interrupt_with_the_jvm_running():
     """The JVM's own SIGINT handler exits at once (130): a run interrupted with Ctrl-C must instead get
     KeyboardInterrupt, run its cleanup, and find the embedded index still answering."""

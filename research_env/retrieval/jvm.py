@@ -73,6 +73,7 @@ def ensure_jvm() -> None:
     import jnius_config
 
     if jnius_config.vm_running:
+        record_jvm_handlers(if_unrecorded=True)  # started by someone else: pyserini's own import, say
         reclaim_jvm_signal_handlers()
         return
     home = java_home()

@@ -43,10 +43,15 @@ def _install(sig: int, action: bytes) -> None:
         raise OSError(ctypes.get_errno(), f"sigaction({sig}) could not be set")
 
 
-def record_jvm_handlers() -> None:
-    """Remember the handlers the JVM installed; call once, right after it started."""
+def record_jvm_handlers(*, if_unrecorded: bool = False) -> None:
+    """Remember the handlers the JVM installed; call right after it started.
+
+    ``if_unrecorded=True`` records only when nothing is recorded yet: for a JVM that someone else started
+    (importing pyserini does), the handlers installed when we first see it are the best guess there is.
+    """
     with _lock:
-        _recorded.update({sig: _action(sig) for sig in JVM_SIGNALS})
+        if not (if_unrecorded and _recorded):
+            _recorded.update({sig: _action(sig) for sig in JVM_SIGNALS})
 
 
 def reclaim_jvm_signal_handlers() -> list[signal.Signals]:
