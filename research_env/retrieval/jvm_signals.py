@@ -19,14 +19,16 @@ Handlers are read and written with ``sigaction(2)`` through ctypes, as opaque by
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import threading
 
-#: The signals HotSpot handles itself during normal execution.
-JVM_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL)
+#: The signals HotSpot handles itself during normal execution (POSIX; Windows has no sigaction and HotSpot
+#: uses structured exceptions there, so everything here is a no-op on it).
+JVM_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL) if os.name == "posix" else ()
 _ACTION_BYTES = 512  # larger than struct sigaction on every libc (152 bytes on glibc x86-64)
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
 _recorded: dict[int, bytes] = {}
 _lock = threading.Lock()
 
