@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config
 
-from research_env.staging import staged_directory
+from research_env.staging import write_once
 from research_env.tokenizer import build_qwen25_tokenizer, default_cache_root, load_tokenizer
 
 TINY_MODEL_NAME = "tiny-qwen2"
@@ -40,22 +40,18 @@ def tiny_qwen2_path(cache_dir: str | os.PathLike | None = None) -> Path:
     checkpoint that vLLM or an OpenAI-compatible server can serve too.
     """
     target = Path(cache_dir if cache_dir is not None else default_cache_root()) / "models" / TINY_MODEL_NAME
-    if (target / "config.json").is_file():
-        return target
-    tokenizer = build_qwen25_tokenizer(base=True)
-    eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")]
-    config = tiny_qwen2_config(len(tokenizer), eos_ids, tokenizer.pad_token_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_MODEL_SEED)
-        model = AutoModelForCausalLM.from_config(config)
-    try:
-        with staged_directory(target, overwrite=False) as staging:
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-    except OSError:
-        if not (target / "config.json").is_file():  # only a lost race with another process is fine
-            raise
-    return target
+
+    def write(staging: Path) -> None:
+        tokenizer = build_qwen25_tokenizer(base=True)
+        eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")]
+        config = tiny_qwen2_config(len(tokenizer), eos_ids, tokenizer.pad_token_id)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_MODEL_SEED)
+            model = AutoModelForCausalLM.from_config(config)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+    return write_once(target, write, complete="config.json")
 
 
 def resolve_model_path(model: str | os.PathLike | None) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,3 +36,22 @@ def staged_directory(target: str | os.PathLike, *, overwrite: bool = True) -> It
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_once(target: str | os.PathLike, write: Callable[[Path], object], *, complete: str) -> Path:
+    """A cache directory filled by ``write(staging)`` unless ``target/complete`` already exists; ``target``.
+
+    Without a lock, concurrent processes may both write: the first complete copy moved into place wins and
+    the others are discarded, so a reader never sees a half-written directory and no process deletes one
+    that another is reading. Only that lost race is forgiven; any other failure is raised.
+    """
+    target = Path(target)
+    if (target / complete).is_file():
+        return target
+    try:
+        with staged_directory(target, overwrite=False) as staging:
+            write(staging)
+    except OSError:
+        if not (target / complete).is_file():
+            raise
+    return target

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tokenizers import AddedToken, Tokenizer, normalizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
-from research_env.staging import staged_directory
+from research_env.staging import write_once
 
 # Qwen2.5's added tokens in id order from 151643, with its `special` flag: the tool-call and
 # fill-in-the-middle tokens are ordinary added tokens, so `skip_special_tokens` keeps them.
@@ -133,7 +132,7 @@ def build_qwen25_tokenizer(
     base model, whose documents end with ``<|endoftext|>`` rather than the chat turn's ``<|im_end|>``.
     """
     target = Path(cache_dir if cache_dir is not None else default_cache_root()) / "tokenizers" / _NAME
-    _write_once(target, lambda staging: _convert().save_pretrained(staging))
+    write_once(target, lambda staging: _convert().save_pretrained(staging), complete="tokenizer.json")
     return AutoTokenizer.from_pretrained(target, local_files_only=True, eos_token=_BASE_EOS if base else _INSTRUCT_EOS)
 
 
@@ -191,19 +190,5 @@ def exact_tokenizer_dir(path: str | os.PathLike[str], cache_dir: str | os.PathLi
     for file in tokenizer_files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
     target = Path(cache_dir if cache_dir is not None else default_cache_root()) / "tokenizers" / digest.hexdigest()[:20]
-    _write_once(target, lambda staging: [shutil.copyfile(file, staging / file.name) for file in tokenizer_files])
-    return target
-
-
-def _write_once(target: Path, write: Callable[[Path], object]) -> None:
-    """Fill the tokenizer cache directory ``target`` with ``write`` unless it is there already. Concurrent
-    processes may both write: the first complete copy moved into place wins and the others are discarded,
-    so a reader never sees a half-written directory and no one deletes a directory another is reading."""
-    if (target / "tokenizer.json").is_file():
-        return
-    try:
-        with staged_directory(target, overwrite=False) as staging:
-            write(staging)
-    except OSError:
-        if not (target / "tokenizer.json").is_file():
-            raise
+    return write_once(target, lambda staging: [shutil.copyfile(file, staging / file.name) for file in tokenizer_files],
+                      complete="tokenizer.json")

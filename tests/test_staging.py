@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from research_env.staging import staged_directory
+from research_env.staging import staged_directory, write_once
 
 
 def test_directory_appears_only_when_the_block_completes(tmp_path):
@@ -39,3 +39,29 @@ def test_overwrite_replaces_and_no_overwrite_refuses(tmp_path):
     assert [p.name for p in target.iterdir()] == ["fresh"]
     assert oct(target.stat().st_mode & 0o777) == "0o755"  # readable by other users of a shared cache
     assert [p.name for p in tmp_path.iterdir()] == ["cache"]
+
+
+def test_write_once_writes_a_missing_cache_forgives_a_lost_race_and_nothing_else(tmp_path):
+    target, calls = tmp_path / "tok", []
+
+    def write(staging):
+        calls.append(staging)
+        (staging / "tokenizer.json").write_text("first")
+
+    assert write_once(target, write, complete="tokenizer.json") == target
+    assert write_once(target, write, complete="tokenizer.json") == target and len(calls) == 1  # already complete
+
+    def racer(staging):  # another process moves its complete copy in while this one writes
+        (staging / "tokenizer.json").write_text("mine")
+        other = tmp_path / "raced"
+        other.mkdir()
+        (other / "tokenizer.json").write_text("winner")
+
+    raced = tmp_path / "raced"
+    assert write_once(raced, racer, complete="tokenizer.json") == raced
+    assert (raced / "tokenizer.json").read_text() == "winner"
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "junk").write_text("x")  # a non-empty directory that is not complete is not a lost race
+    with pytest.raises(OSError):
+        write_once(partial, lambda staging: (staging / "tokenizer.json").write_text("t"), complete="tokenizer.json")
