@@ -2,8 +2,8 @@
 reward measured by a separate evaluation on the questions it trains on.
 
 Per seed: a 1.4M-parameter Qwen2 with an 8,192-token BPE trained on the training questions' oracle traces
-(``agents.small_vocab``); SFT warm start on clean and noisy oracle traces of 80 MuSiQue training questions
-(``agents.warmstart``); GRPO on RLlib (``agents.grpo``) on a fixed set of 16 of them, 16 x 5 rollouts per
+(``agents.policies.small_vocab``); SFT warm start on clean and noisy oracle traces of 80 MuSiQue training questions
+(``agents.policies.warmstart``); GRPO on RLlib (``agents.training.rllib``) on a fixed set of 16 of them, 16 x 5 rollouts per
 iteration; a separate evaluation (its own sampler seed, the same before and after) on those 16 questions
 and on the 20 held-out ones, before and after GRPO.
 
@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 import research_env  # noqa: F401  (registers the env ids)
-from agents.grpo.config import DEFAULT_ENV_ID
-from agents.models import load_causal_lm
-from agents.rollout import RolloutConfig, token_env
-from agents.sft import SFTConfig
-from agents.torch_loop import evaluate_policy
-from agents.warmstart import WarmStart, prepare_policy
+from agents.training.rllib.algorithm import DEFAULT_ENV_ID
+from agents.policies.models import load_causal_lm
+from agents.generation.rollout import RolloutConfig, token_env
+from agents.training.sft import SFTConfig
+from agents.training.torch_loop import evaluate_policy
+from agents.policies.warmstart import WarmStart, prepare_policy
 from research_env.retrieval import reclaim_jvm_signal_handlers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +71,8 @@ def parse_args() -> argparse.Namespace:
 def grpo_config(args: argparse.Namespace, policy: Path, question_ids: list[str], seed: int):  # -> GRPOConfig
     """The RLlib GRPOConfig of the run: the paper's loss (clip 0.2, k3 KL and entropy at 0.001, grad clip
     1.0) with the feasibility run's batch and step sizes."""
-    from agents.grpo import GRPOConfig
-    from agents.grpo.config import warmup_lr
+    from agents.training.rllib import GRPOConfig
+    from agents.training.rllib.algorithm import warmup_lr
 
     lr = warmup_lr(args.lr, args.warmup_iterations, len(question_ids) * args.group_size)
     return (GRPOConfig()
@@ -86,7 +86,7 @@ def grpo_config(args: argparse.Namespace, policy: Path, question_ids: list[str],
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    from agents.grpo.reporting import TrainingLog, progress_line
+    from agents.training.reporting import TrainingLog, progress_line
 
     random.seed(seed)
     np.random.seed(seed)

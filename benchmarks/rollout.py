@@ -8,7 +8,7 @@ Printed as a markdown table.
 Each row plays ``--episodes-per-slot`` episodes of MuSiQue demo questions per parallel slot, ``--max-turns``
 chunks of ``--max-new-tokens`` each. The tiny model is random: it never closes a ``</search>``, so every chunk
 runs to its cap and env steps only append tokens; with a trained model the env share includes retrieval.
-vLLM rows time the same first-turn contexts through ``agents.vllm_check`` in the vLLM venv (generation only,
+vLLM rows time the same first-turn contexts through ``agents.generation.vllm_check`` in the vLLM venv (generation only,
 engine start-up excluded), next to the HF backend's generation-only rate.
 """
 
@@ -27,9 +27,9 @@ import gymnasium as gym
 import torch
 
 import research_env  # noqa: F401  (registers the env ids)
-from agents.hf_backend import HFBackend
-from agents.models import tiny_qwen2_path
-from agents.rollout import RolloutConfig, run_episodes, token_env
+from agents.generation.hf_backend import HFBackend
+from agents.policies.models import tiny_qwen2_path
+from agents.generation.rollout import RolloutConfig, run_episodes, token_env
 from research_env.assets import demo_dataset
 from research_env.data import load_qa_dataset
 
@@ -67,7 +67,7 @@ def vllm_rows(contexts: list[list[int]], parallels: list[int], max_new_tokens: i
             "calls": calls}
     with tempfile.TemporaryDirectory() as work:
         (Path(work) / "calls.json").write_text(json.dumps(spec), encoding="utf-8")
-        subprocess.run([str(VLLM_PYTHON), "-m", "agents.vllm_check", f"{work}/calls.json", f"{work}/results.json"],
+        subprocess.run([str(VLLM_PYTHON), "-m", "agents.generation.vllm_check", f"{work}/calls.json", f"{work}/results.json"],
                        cwd=ROOT, check=True, capture_output=True)
         results = json.loads((Path(work) / "results.json").read_text(encoding="utf-8"))
     rows = []

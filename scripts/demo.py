@@ -14,7 +14,7 @@ import textwrap
 import gymnasium as gym
 
 import research_env  # noqa: F401  (registers the env ids)
-from agents.oracle import run_oracle_episode
+from agents.evaluation.oracle import run_oracle_episode
 
 
 def shorten_results(response: str, width: int = 160) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from agents.evaluation import AGENTS, EvalConfig, evaluate
-from agents.rollout import RolloutConfig
+from agents.evaluation.run import AGENTS, EvalConfig, evaluate
+from agents.generation.rollout import RolloutConfig
 
 
 def main(argv: list[str] | None = None) -> None:

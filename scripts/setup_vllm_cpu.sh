@@ -9,7 +9,7 @@ venv="${RESEARCH_GYM_VLLM_VENV:-.venv-vllm}"
 python="$venv/bin/python"
 
 # `from vllm import LLM` imports the engine (and what broke it before: torchcodec); `import vllm` alone is lazy.
-check="import torch, vllm, agents.vllm_check; from vllm import LLM
+check="import torch, vllm, agents.generation.vllm_check; from vllm import LLM
 assert torch.__version__ == '2.13.0+cpu', f'torch {torch.__version__} replaced the CPU build'
 print('vllm', vllm.__version__, 'torch', torch.__version__)"
 
@@ -25,6 +25,6 @@ python3 -m venv "$venv"
 # vLLM's import with an OSError); the text-only path needs none of them.
 "$python" -m pip uninstall -q -y torchvision torchaudio torchcodec
 # Without research-gym's own dependencies (pyserini and a JDK, datasets, openai<2.34 against vLLM's newer openai):
-# agents.vllm_check needs only torch, transformers and gymnasium, which are here.
+# agents.generation.vllm_check needs only torch, transformers and gymnasium, which are here.
 "$python" -m pip install -q --no-deps -e .
 "$python" -c "$check"

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from agents.algorithms import ALGORITHMS
+from agents.training.algorithms import ALGORITHMS
 
 CHECKPOINT = re.compile(r"iter_(\d{6})")
 
@@ -72,8 +72,8 @@ def env_config(args: argparse.Namespace) -> dict:
 
 def build_config(args: argparse.Namespace, model: str | None = None, question_ids: list[str] | None = None):
     """The GRPOConfig of these arguments (``model``: the warm-started policy, overriding ``--model``)."""
-    from agents.grpo import GRPOConfig
-    from agents.grpo.config import warmup_lr
+    from agents.training.rllib import GRPOConfig
+    from agents.training.rllib.algorithm import warmup_lr
 
     lora = ({"r": args.lora_rank, "lora_alpha": 2 * args.lora_rank, "target_modules": "all-linear",
              "lora_dropout": 0.0} if args.lora else None)
@@ -97,7 +97,7 @@ def local_env(args: argparse.Namespace):  # -> gym.Env
     import gymnasium as gym
 
     import research_env  # noqa: F401  (registers the env ids)
-    from agents.grpo.config import DEFAULT_ENV_ID
+    from agents.training.rllib.algorithm import DEFAULT_ENV_ID
 
     return gym.make(DEFAULT_ENV_ID, **{k: v for k, v in env_config(args).items() if k != "retriever_url"})
 
@@ -106,9 +106,9 @@ def warm_start(args: argparse.Namespace, output: Path, all_ids: list[str]) -> st
     """Build (or reuse) DIR/policy when --small-vocab or --sft-warmstart asks for it; its path, else None."""
     if not (args.small_vocab or args.sft_warmstart):
         return None
-    from agents.rollout import RolloutConfig
-    from agents.sft import SFTConfig
-    from agents.warmstart import WarmStart, prepare_policy
+    from agents.generation.rollout import RolloutConfig
+    from agents.training.sft import SFTConfig
+    from agents.policies.warmstart import WarmStart, prepare_policy
 
     n_sft = args.sft_questions or args.questions or len(all_ids)
     sft = SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr, batch_size=args.sft_batch_size,
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
 
-    from agents.grpo.reporting import TrainingLog, progress_line
+    from agents.training.reporting import TrainingLog, progress_line
     from research_env.retrieval import reclaim_jvm_signal_handlers
 
     output = Path(args.output)

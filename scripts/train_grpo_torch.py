@@ -2,7 +2,7 @@
 engine, advantages and loss from your own loop. Zero arguments: two quick iterations of the tiny default model.
 
     python scripts/train_grpo_torch.py                                  # tiny Qwen2 (Qwen2.5 vocabulary), CPU
-    python scripts/train_grpo_torch.py --algorithm rloo                 # any of agents.algorithms.ALGORITHMS
+    python scripts/train_grpo_torch.py --algorithm rloo                 # any of agents.training.algorithms.ALGORITHMS
     python scripts/train_grpo_torch.py --small-vocab --sft-warmstart --iterations 20 --lr 3e-4 --warmup-steps 4
     python scripts/train_grpo_torch.py --model /path/to/Qwen2.5-7B --prompts 64 --lr 1e-6
 """
@@ -18,12 +18,12 @@ import gymnasium as gym
 import torch
 
 import research_env  # noqa: F401  (registers the env ids)
-from agents.algorithms import ALGORITHMS
-from agents.models import load_causal_lm
-from agents.rollout import token_env
-from agents.sft import SFTConfig, build_sft_dataset, sft_train
-from agents.small_vocab import oracle_trace_texts, small_qwen2, train_small_tokenizer
-from agents.torch_loop import TorchGRPO, TorchGRPOConfig
+from agents.training.algorithms import ALGORITHMS
+from agents.policies.models import load_causal_lm
+from agents.generation.rollout import token_env
+from agents.training.sft import SFTConfig, build_sft_dataset, sft_train
+from agents.policies.small_vocab import oracle_trace_texts, small_qwen2, train_small_tokenizer
+from agents.training.torch_loop import TorchGRPO, TorchGRPOConfig
 
 
 def parse_args() -> argparse.Namespace:

@@ -52,7 +52,7 @@ def small_vocab():
     import gymnasium as gym
 
     import research_env  # noqa: F401  (registers the env ids)
-    from agents.small_vocab import oracle_trace_texts, train_small_tokenizer
+    from agents.policies.small_vocab import oracle_trace_texts, train_small_tokenizer
 
     text_env = gym.make("ReSearch-MuSiQue-v0", top_k=1)
     dataset = text_env.unwrapped.dataset

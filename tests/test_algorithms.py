@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from agents.algorithms import (
+from agents.training.algorithms import (
     ALGORITHMS,
     LossConfig,
     Trajectory,
@@ -72,7 +72,7 @@ def test_unknown_names_are_clear_errors():
 
 
 def test_adding_an_algorithm_is_two_registrations():
-    from agents.algorithms import AlgorithmSpec
+    from agents.training.algorithms import AlgorithmSpec
 
     @register_advantage_estimator("raw_reward")
     def raw(rewards, group_ids):

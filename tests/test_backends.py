@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from agents.generation import decode
-from agents.hf_backend import HFBackend
+from agents.generation.base import decode
+from agents.generation.hf_backend import HFBackend
 
 PROMPTS = ["Question: who was the father of Edward Baring? Answer:", "Hello", "The capital of France is " * 6]
 
@@ -137,7 +137,7 @@ def server_url(backend):
 
 
 def test_openai_backend_matches_the_hf_backend_over_http(backend, contexts, server_url):
-    from agents.openai_backend import OpenAIBackend
+    from agents.generation.openai_backend import OpenAIBackend
 
     remote = OpenAIBackend(server_url, "tiny-qwen2", backend.tokenizer)
     free = backend.generate(contexts, max_new_tokens=8)

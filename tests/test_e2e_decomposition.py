@@ -10,7 +10,7 @@ import gymnasium as gym
 import pytest
 
 import research_env  # noqa: F401
-from agents.oracle import decomposition_queries, run_oracle_episode
+from agents.evaluation.oracle import decomposition_queries, run_oracle_episode
 from research_env.assets import demo_dataset
 from research_env.corpus import passage_contents
 

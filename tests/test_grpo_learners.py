@@ -11,8 +11,8 @@ ray = pytest.importorskip("ray")
 
 from ray.rllib.core import DEFAULT_MODULE_ID  # noqa: E402
 
-from agents.grpo import GRPOConfig  # noqa: E402
-from agents.grpo.module import TOKEN_SPACE, TRANSCRIPT_SPACE  # noqa: E402
+from agents.training.rllib import GRPOConfig  # noqa: E402
+from agents.training.rllib.module import TOKEN_SPACE, TRANSCRIPT_SPACE  # noqa: E402
 
 SPACES = {DEFAULT_MODULE_ID: (TRANSCRIPT_SPACE, TOKEN_SPACE)}
 
@@ -39,7 +39,7 @@ def config(num_learners: int, **training) -> GRPOConfig:
 
 def update(cfg: GRPOConfig, batch: dict[str, torch.Tensor]) -> list[tuple[dict, dict]]:
     """One update through GRPO's own weighting and sharding; every learner's (weights, gradients) after it."""
-    from agents.grpo.algorithm import learner_shards
+    from agents.training.rllib.algorithm import learner_shards
 
     def weights_and_gradients(learner) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         # Nested, so that Ray ships it by value to the learner actors (the tests are not importable there).
@@ -61,7 +61,7 @@ def update(cfg: GRPOConfig, batch: dict[str, torch.Tensor]) -> list[tuple[dict, 
 
 @pytest.mark.slow
 def test_two_learners_average_gradients_and_stay_identical(ray_cluster):
-    from agents.models import load_causal_lm
+    from agents.policies.models import load_causal_lm
 
     batch = synthetic_batch(rows=5)  # odd: one learner's shard is padded with a row that carries no loss
     initial = load_causal_lm(None, device="cpu")[0].state_dict()

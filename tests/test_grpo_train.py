@@ -60,8 +60,8 @@ def test_script_checkpoints_and_resumes_after_sigkill(tmp_path):
 
 @pytest.mark.slow
 def test_rloo_is_one_config_value(ray_cluster):
-    from agents.algorithms import get_algorithm
-    from agents.grpo import GRPOConfig
+    from agents.training.algorithms import get_algorithm
+    from agents.training.rllib import GRPOConfig
 
     config = (GRPOConfig().training(algorithm="rloo", prompts_per_batch=1, group_size=2)
               .rollouts(max_new_tokens=4, max_turns=1).debugging(seed=0))
@@ -81,7 +81,7 @@ def test_rloo_is_one_config_value(ray_cluster):
 def test_remote_env_runners_sample_the_groups_and_receive_the_learners_weights(ray_cluster):
     from ray.rllib.core import DEFAULT_MODULE_ID
 
-    from agents.grpo import GRPOConfig
+    from agents.training.rllib import GRPOConfig
 
     config = (GRPOConfig().training(prompts_per_batch=2, group_size=2, lr=1e-2)
               .rollouts(max_new_tokens=4, max_turns=1)
@@ -106,7 +106,7 @@ def test_remote_env_runners_sample_the_groups_and_receive_the_learners_weights(r
 
 
 def test_learner_shards_pad_to_equal_shards_whose_weights_give_the_batch_loss():
-    from agents.grpo.algorithm import learner_shards
+    from agents.training.rllib.algorithm import learner_shards
 
     loss_mask = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 1, 0]], dtype=torch.float32)
     batch = {"input_ids": torch.arange(12).reshape(3, 4), "loss_mask": loss_mask,
@@ -121,8 +121,8 @@ def test_learner_shards_pad_to_equal_shards_whose_weights_give_the_batch_loss():
 
 
 def test_minibatches_hold_whole_groups_and_drop_zero_advantages():
-    from agents.grpo import GRPOConfig
-    from agents.grpo.algorithm import GRPO
+    from agents.training.rllib import GRPOConfig
+    from agents.training.rllib.algorithm import GRPO
 
     group_ids = torch.tensor([0, 0, 1, 1, 2, 2])
     advantages = torch.tensor([0.7, -0.7, 0.0, 0.0, 1.0, -1.0])
@@ -134,7 +134,7 @@ def test_minibatches_hold_whole_groups_and_drop_zero_advantages():
 
 
 def test_config_rejects_minibatches_that_cannot_hold_whole_groups_and_duplicate_questions():
-    from agents.grpo import GRPOConfig
+    from agents.training.rllib import GRPOConfig
 
     with pytest.raises(ValueError, match="num_minibatches"):
         GRPOConfig().training(prompts_per_batch=2, num_minibatches=3).validate()
@@ -143,7 +143,7 @@ def test_config_rejects_minibatches_that_cannot_hold_whole_groups_and_duplicate_
 
 
 def test_config_defaults_are_the_papers():
-    from agents.grpo import GRPOConfig
+    from agents.training.rllib import GRPOConfig
 
     config = GRPOConfig()
     assert (config.group_size, config.temperature, config.lr, config.clip_ratio) == (5, 1.0, 1e-6, 0.2)

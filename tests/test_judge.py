@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.judge import LLMJudge, parse_verdict
+from agents.evaluation.judge import LLMJudge, parse_verdict
 
 
 @pytest.mark.parametrize(("reply", "judgement", "rationale"), [

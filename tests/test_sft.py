@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import research_env  # noqa: F401
-from agents.algorithms import token_logprobs
-from agents.oracle import run_oracle_episode
-from agents.rollout import RolloutConfig, token_env
-from agents.sft import SFTConfig, build_sft_dataset, build_sft_example, corrupt_words, pad_examples, sft_loss, sft_train
-from agents.small_vocab import small_qwen2
+from agents.training.algorithms import token_logprobs
+from agents.evaluation.oracle import run_oracle_episode
+from agents.generation.rollout import RolloutConfig, token_env
+from agents.training.sft import SFTConfig, build_sft_dataset, build_sft_example, corrupt_words, pad_examples, sft_loss, sft_train
+from agents.policies.small_vocab import small_qwen2
 from research_env.protocol import RESULT_CLOSE, RESULT_OPEN
 
 CONFIG = RolloutConfig(max_new_tokens=64, max_tokens=4096)
@@ -82,7 +82,7 @@ def test_sft_loss_is_masked_nll_and_training_lowers_it(small_vocab):
 def test_a_saved_small_vocab_policy_loads_the_tokenizer_it_was_trained_with(small_vocab, tmp_path):
     """Beside a Qwen2 config.json, AutoTokenizer would load Qwen2Tokenizer, whose own pre-tokenizer splits
     digits: every number would be encoded differently from SFT. The checkpoint must load as saved."""
-    from agents.models import load_causal_lm
+    from agents.policies.models import load_causal_lm
 
     tokenizer, _ = small_vocab
     small_qwen2(tokenizer).save_pretrained(tmp_path)

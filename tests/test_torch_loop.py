@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import research_env  # noqa: F401
-from agents.algorithms import compute_advantages, masked_token_logprobs, token_logprobs
-from agents.rollout import token_env
-from agents.small_vocab import small_qwen2
-from agents.torch_loop import TorchGRPO, TorchGRPOConfig, collect_groups, grpo_update
+from agents.training.algorithms import compute_advantages, masked_token_logprobs, token_logprobs
+from agents.generation.rollout import token_env
+from agents.policies.small_vocab import small_qwen2
+from agents.training.torch_loop import TorchGRPO, TorchGRPOConfig, collect_groups, grpo_update
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(group_size=2, prompts_per_iteration=2, max_new_tokens=8, max_tokens=2048, max_turns=1)

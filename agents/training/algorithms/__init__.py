@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.algorithms.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, register_advantage_estimator
-from agents.algorithms.batch import Trajectory, collate, trajectory_from_episode
-from agents.algorithms.logprobs import masked_token_logprobs, token_logprobs
-from agents.algorithms.losses import LOSS_AGGREGATORS, LossConfig, k3_kl, policy_loss, register_loss_aggregator
+from agents.training.algorithms.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, register_advantage_estimator
+from agents.training.algorithms.batch import Trajectory, collate, trajectory_from_episode
+from agents.training.algorithms.logprobs import masked_token_logprobs, token_logprobs
+from agents.training.algorithms.losses import LOSS_AGGREGATORS, LossConfig, k3_kl, policy_loss, register_loss_aggregator
 
 
 @dataclass(frozen=True)

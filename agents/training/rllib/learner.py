@@ -1,4 +1,4 @@
-"""The GRPO learner: the clipped, KL- and entropy-regularised loss of ``agents.algorithms`` on RLlib's
+"""The GRPO learner: the clipped, KL- and entropy-regularised loss of ``agents.training.algorithms`` on RLlib's
 TorchLearner, with gradient accumulation over micro-batches because full-vocabulary logits of long
 transcripts ([B, T, 151k]) do not fit in memory at once."""
 
@@ -12,8 +12,8 @@ import torch
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.typing import ModuleID, TensorType
 
-from agents.algorithms import LossConfig, get_algorithm, policy_loss
-from agents.grpo.module import TOKEN_COLUMNS
+from agents.training.algorithms import LossConfig, get_algorithm, policy_loss
+from agents.training.rllib.module import TOKEN_COLUMNS
 
 
 class GRPOTorchLearner(TorchLearner):

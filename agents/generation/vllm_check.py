@@ -1,8 +1,8 @@
-"""Run generation calls through :class:`~agents.vllm_backend.VLLMBackend` in a process of its own, JSON in and
+"""Run generation calls through :class:`~agents.generation.vllm_backend.VLLMBackend` in a process of its own, JSON in and
 JSON out: how the main environment, where vLLM is not installed, tests and benchmarks the vLLM backend with
 the interpreter of a separate vLLM venv (``scripts/setup_vllm_cpu.sh``).
 
-    .venv-vllm/bin/python -m agents.vllm_check calls.json results.json
+    .venv-vllm/bin/python -m agents.generation.vllm_check calls.json results.json
 
 ``calls.json``: ``{"model": DIR, "llm_kwargs": {...}, "calls": [{"contexts": [[ids]], "max_new_tokens": N,
 "stop": [...], "stop_token_ids": [...] | null}, ...]}``. ``results.json``: ``{"startup_s", "calls":
@@ -21,7 +21,7 @@ from typing import Any
 
 def run_calls(spec: dict[str, Any]) -> dict[str, Any]:
     """Start one backend for ``spec["model"]`` and time each generate call of ``spec["calls"]`` in order."""
-    from agents.vllm_backend import VLLMBackend
+    from agents.generation.vllm_backend import VLLMBackend
 
     started = time.perf_counter()
     backend = VLLMBackend(spec["model"], **spec.get("llm_kwargs", {}))

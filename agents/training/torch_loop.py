@@ -17,7 +17,7 @@ import gymnasium as gym
 import torch
 from transformers import PreTrainedModel
 
-from agents.algorithms import (
+from agents.training.algorithms import (
     LossConfig,
     Trajectory,
     collate,
@@ -27,8 +27,8 @@ from agents.algorithms import (
     policy_loss,
     trajectory_from_episode,
 )
-from agents.hf_backend import HFBackend
-from agents.rollout import Episode, RolloutConfig, run_episodes
+from agents.generation.hf_backend import HFBackend
+from agents.generation.rollout import Episode, RolloutConfig, run_episodes
 
 
 @dataclass
@@ -36,7 +36,7 @@ class TorchGRPOConfig:
     """Defaults are SPEC §6's where they apply to a loop this size (group 5, temperature 1, clip 0.2,
     KL and entropy coefficients 0.001, grad clip 1.0, one epoch per batch)."""
 
-    algorithm: str = "grpo"  # any key of agents.algorithms.ALGORITHMS
+    algorithm: str = "grpo"  # any key of agents.training.algorithms.ALGORITHMS
     group_size: int = 5
     prompts_per_iteration: int = 16
     lr: float = 1e-6

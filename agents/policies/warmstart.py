@@ -3,8 +3,8 @@ runner loads by path (``--small-vocab``, ``--sft-warmstart``).
 
 GRPO needs reward variance within a group. A randomly initialised model never writes a valid
 ``<search>``/``<answer>`` transcript, so every reward is 0 and there is nothing to learn from; a supervised
-warm start on oracle traces (``agents.sft``) fixes that. ``small_vocab`` swaps the 151k-token Qwen2.5
-vocabulary for an 8,192-token BPE trained on the training questions' traces (``agents.small_vocab``), which
+warm start on oracle traces (``agents.training.sft``) fixes that. ``small_vocab`` swaps the 151k-token Qwen2.5
+vocabulary for an 8,192-token BPE trained on the training questions' traces (``agents.policies.small_vocab``), which
 makes CPU runs fast enough to show learning. The checkpoint is built once per run directory: a resumed run
 reuses it, so it restarts from the same reference policy.
 """
@@ -21,10 +21,10 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from agents.models import load_causal_lm
-from agents.rollout import RolloutConfig, token_env
-from agents.sft import SFTConfig, build_sft_dataset, sft_train
-from agents.small_vocab import oracle_trace_texts, small_qwen2, train_small_tokenizer
+from agents.policies.models import load_causal_lm
+from agents.generation.rollout import RolloutConfig, token_env
+from agents.training.sft import SFTConfig, build_sft_dataset, sft_train
+from agents.policies.small_vocab import oracle_trace_texts, small_qwen2, train_small_tokenizer
 from research_env.staging import staged_directory
 
 

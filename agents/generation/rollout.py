@@ -11,7 +11,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from agents.generation import Generation, GenerationBackend
+from agents.generation.base import Generation, GenerationBackend
 from wrappers import RESEARCH_MAX_TOKENS, Budget, TokenizedEnv
 
 

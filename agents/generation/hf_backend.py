@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from agents.generation import Generation, decode, finish_chunk, per_context
-from agents.models import load_causal_lm
+from agents.generation.base import Generation, decode, finish_chunk, per_context
+from agents.policies.models import load_causal_lm
 
 
 class HFBackend:

@@ -1,5 +1,5 @@
 """A custom RLlib EnvRunner for text envs, which RLlib's runners and connectors cannot drive: it plays
-ReSearch episodes in batches through ``agents.rollout.run_episodes`` with an ``HFBackend`` over its own
+ReSearch episodes in batches through ``agents.generation.rollout.run_episodes`` with an ``HFBackend`` over its own
 copy of the policy, and returns token trajectories (ids, loss mask, old log-probs, reward, group)."""
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.typing import StateDict
 
 import research_env  # noqa: F401  (registers the ReSearch env ids)
-from agents.algorithms import Trajectory, trajectory_from_episode
-from agents.grpo.module import TOKEN_SPACE, TRANSCRIPT_SPACE
-from agents.hf_backend import HFBackend
-from agents.rollout import run_episodes, token_env
+from agents.training.algorithms import Trajectory, trajectory_from_episode
+from agents.training.rllib.module import TOKEN_SPACE, TRANSCRIPT_SPACE
+from agents.generation.hf_backend import HFBackend
+from agents.generation.rollout import run_episodes, token_env
 
 
 class ReSearchEnvRunner(EnvRunner, Checkpointable):
     """Samples groups of episodes: ``sample(plan)`` plays one episode per ``(group_id, question_id)``.
 
     Envs are ``gym.make(config.env, **config.env_config)`` under the token view and budget of
-    ``agents.rollout.token_env``; an ``env_config["retriever_url"]`` becomes an ``HTTPRetriever`` (so a
+    ``agents.generation.rollout.token_env``; an ``env_config["retriever_url"]`` becomes an ``HTTPRetriever`` (so a
     config stays plain data when shipped to remote runners). One env per trajectory of the largest plan
     seen is kept, so a whole batch generates together. Sampling is seeded per call from
     ``(config.seed, seed)``, which makes a resumed run draw the same tokens as an uninterrupted one.

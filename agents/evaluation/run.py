@@ -15,12 +15,12 @@ import gymnasium as gym
 from tqdm import tqdm
 
 import research_env  # noqa: F401  (registers the env ids)
-from agents.baselines import IRCoT, IterRetGen, NaiveGeneration, NaiveRAG
-from agents.judge import LLMJudge
-from agents.oracle import OracleAgent
-from agents.records import Agent
-from agents.research_agent import ReSearchAgent
-from agents.rollout import RolloutConfig
+from agents.evaluation.baselines import IRCoT, IterRetGen, NaiveGeneration, NaiveRAG
+from agents.evaluation.judge import LLMJudge
+from agents.evaluation.oracle import OracleAgent
+from agents.evaluation.records import Agent
+from agents.evaluation.research_agent import ReSearchAgent
+from agents.generation.rollout import RolloutConfig
 from research_env.assets import DEMO_DATASETS, demo_dataset
 from research_env.data import load_qa_dataset
 
@@ -66,7 +66,7 @@ def make_agent(config: EvalConfig) -> Agent:
         raise ValueError(f"unknown agent {config.agent!r}; choose one of {', '.join(AGENTS)}")
     if config.agent == "oracle":
         return OracleAgent()
-    from agents.hf_backend import HFBackend
+    from agents.generation.hf_backend import HFBackend
 
     backend = HFBackend.from_pretrained(config.model, temperature=config.temperature, seed=config.seed,
                                         batch_size=config.batch_size)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agents.generation import Generation, decode, find_stop, finish_chunk, per_context
+from agents.generation.base import Generation, decode, find_stop, finish_chunk, per_context
 
 
 class OpenAIBackend:

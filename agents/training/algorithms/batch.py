@@ -25,7 +25,7 @@ class Trajectory:
 
 
 def trajectory_from_episode(episode: Any, group_id: int) -> Trajectory:
-    """Turn an ``agents.rollout.Episode`` (run over ``TokenizedEnv``) into a :class:`Trajectory`.
+    """Turn an ``agents.generation.rollout.Episode`` (run over ``TokenizedEnv``) into a :class:`Trajectory`.
 
     The policy tokens of the observation are exactly the sampled chunks' ids in order (TokenizedEnv keeps
     them verbatim), so the chunks' log-probs line up with the positions where ``policy_mask`` is 1.

@@ -19,13 +19,13 @@ import gymnasium as gym
 import torch
 from transformers import PreTrainedModel
 
-from agents.algorithms import masked_token_logprobs
-from agents.oracle import decomposition_queries
+from agents.training.algorithms import masked_token_logprobs
+from agents.evaluation.oracle import decomposition_queries
 from research_env.protocol import SEARCH_CLOSE, SEARCH_OPEN
 
 
 def oracle_search_action(hop_question: str, query: str) -> str:
-    """One hop of the oracle (as :func:`agents.oracle.run_oracle_episode` writes it)."""
+    """One hop of the oracle (as :func:`agents.evaluation.oracle.run_oracle_episode` writes it)."""
     return f"<think> I need to find out: {hop_question} </think>\n{SEARCH_OPEN} {query} {SEARCH_CLOSE}"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from agents.records import EpisodeRecord, record_from_info
+from agents.evaluation.records import EpisodeRecord, record_from_info
 
 _HOP_REFERENCE = re.compile(r"#(\d+)")
 

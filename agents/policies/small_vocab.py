@@ -14,7 +14,7 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config
 
-from agents.oracle import run_oracle_episode
+from agents.evaluation.oracle import run_oracle_episode
 from research_env import protocol
 
 #: The protocol's tags become single tokens, so that a tag is one sampling decision, not five.

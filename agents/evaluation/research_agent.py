@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 
-from agents.generation import GenerationBackend
-from agents.records import EpisodeRecord, record_from_info
-from agents.rollout import RolloutConfig, run_episodes, token_env
+from agents.generation.base import GenerationBackend
+from agents.evaluation.records import EpisodeRecord, record_from_info
+from agents.generation.rollout import RolloutConfig, run_episodes, token_env
 
 
 @dataclass
 class ReSearchAgent:
-    """Plays each question as one multi-turn episode (see :func:`agents.rollout.run_episodes`)."""
+    """Plays each question as one multi-turn episode (see :func:`agents.generation.rollout.run_episodes`)."""
 
     backend: GenerationBackend
     config: RolloutConfig = field(default_factory=RolloutConfig)
