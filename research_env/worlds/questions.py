@@ -121,9 +121,18 @@ def _record(
         title, text = passages[pid].split("\n", 1)
         paragraphs.append({"idx": idx, "title": title[1:-1], "paragraph_text": text, "is_supporting": supporting})
     position = {chosen[k][0]: idx for idx, k in enumerate(order)}
+    # MuSiQue's four step fields, plus the relation and the answer's entity type (a no-search guess of the
+    # right type, as the warm start writes, needs it)
     steps = [
-        {"id": pid, "question": q, "answer": names[k + 1], "paragraph_support_idx": position[pid]}
-        for k, (pid, q) in enumerate(zip(support, decomposition(path, names[0]), strict=True))
+        {
+            "id": pid,
+            "question": q,
+            "answer": names[k + 1],
+            "paragraph_support_idx": position[pid],
+            "relation": relation.name,
+            "answer_type": relation.object,
+        }
+        for k, (pid, q, relation) in enumerate(zip(support, decomposition(path, names[0]), path, strict=True))
     ]
     return {
         "id": qid,
@@ -133,5 +142,4 @@ def _record(
         "answer": names[-1],
         "answer_aliases": [],
         "answerable": True,
-        "relations": [r.name for r in path],
     }
