@@ -17,6 +17,8 @@ import gymnasium as gym
 import torch
 from transformers import PreTrainedModel
 
+from agents.generation.hf_backend import HFBackend
+from agents.generation.rollout import Episode, RolloutConfig, run_episodes
 from agents.training.algorithms import (
     LossConfig,
     Trajectory,
@@ -27,8 +29,6 @@ from agents.training.algorithms import (
     policy_loss,
     trajectory_from_episode,
 )
-from agents.generation.hf_backend import HFBackend
-from agents.generation.rollout import Episode, RolloutConfig, run_episodes
 
 
 @dataclass
@@ -218,6 +218,7 @@ class Evaluation:
     rewards: list[float]
     format_ok: list[float]
     f1: list[float]
+    searches: list[float] = field(default_factory=list)
 
     @staticmethod
     def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -230,8 +231,11 @@ class Evaluation:
         reward, reward_se = self._mean_se(self.rewards)
         fmt, fmt_se = self._mean_se(self.format_ok)
         f1, f1_se = self._mean_se(self.f1)
-        return {"n": len(self.rewards), "reward": reward, "reward_se": reward_se, "format_ok": fmt,
-                "format_ok_se": fmt_se, "f1": f1, "f1_se": f1_se}
+        summary = {"n": len(self.rewards), "reward": reward, "reward_se": reward_se, "format_ok": fmt,
+                   "format_ok_se": fmt_se, "f1": f1, "f1_se": f1_se}
+        if self.searches:
+            summary["searches"], summary["searches_se"] = self._mean_se(self.searches)
+        return summary
 
 
 def evaluate_policy(model: PreTrainedModel, tokenizer: Any, envs: Sequence[gym.Env], question_ids: Sequence[str],
@@ -248,4 +252,5 @@ def evaluate_policy(model: PreTrainedModel, tokenizer: Any, envs: Sequence[gym.E
     episodes = list(run_episodes(envs, backend, order, config))
     return Evaluation([float(e.reward) for e in episodes],
                       [float(bool(e.info.get("format_ok", False))) for e in episodes],
-                      [float(e.info.get("f1", 0.0)) for e in episodes])
+                      [float(e.info.get("f1", 0.0)) for e in episodes],
+                      [float(e.info.get("num_searches", 0)) for e in episodes])

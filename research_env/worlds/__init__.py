@@ -3,7 +3,7 @@ from the corpus, for showing that a policy learns to search (see ``ReSearch-Synt
 
 from research_env.worlds.env import SYNTHETIC_ENV_ID, make_synthetic_env
 from research_env.worlds.knowledge import RELATIONS, Relation
-from research_env.worlds.names import SYLLABLES, split_syllables
+from research_env.worlds.names import SYLLABLES, spell_out_names, split_syllables
 from research_env.worlds.world import SPLITS, World, WorldConfig, cached_world, generate_world, write_world
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "cached_world",
     "generate_world",
     "make_synthetic_env",
+    "spell_out_names",
     "split_syllables",
     "write_world",
 ]
