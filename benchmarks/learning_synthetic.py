@@ -2,11 +2,11 @@
 only the corpus holds, GRPO raises the held-out reward by making the policy search, and the same GRPO with
 retrieval returning no passages does not. Run through ``python benchmarks/learning.py --task synthetic``.
 
-Per seed, a world of its own (``ReSearch-Synthetic-v0``, seed = the run's seed, 1-hop questions, 500 per split,
-train/dev/test over disjoint entities):
+Per seed, a world of its own (``ReSearch-Synthetic-v0``, seed = the run's seed, ``agents.training.recipe``: 1-hop
+questions, 4,000 per split, train/dev/test over disjoint entities, a one-line prompt):
 
 1. Warm start (``agents.policies.warmstart``): a ~0.5M-parameter Qwen2 over a small BPE trained on the train
-   split's oracle traces with names spelled out as syllables; SFT on the train split's 1-hop traces, of which
+   split's oracle traces with names spelled out as syllables; SFT (8 epochs) on the train split's traces, of which
    half search and answer and half answer at once with a wrong guess of the same type. Greedy decoding then
    answers at once: the warm start does not solve the task, it only knows both moves.
 2. GRPO on RLlib on the dev split (entities unseen in SFT), 16 questions x 5 rollouts per iteration, BM25
@@ -36,6 +36,7 @@ from agents.generation.rollout import RolloutConfig
 from agents.policies.models import load_causal_lm
 from agents.policies.warmstart import WarmStart, prepare_policy
 from agents.training.heldout import HeldOutEval
+from agents.training.recipe import SYNTHETIC_WORLD
 from agents.training.sft import SFTConfig
 from research_env.registration import SYNTHETIC_ENV_ID
 from research_env.retrieval import Document
@@ -58,10 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--iterations", type=int, default=30)
-    p.add_argument("--num-questions", type=int, default=500, help="questions per split of each world")
     p.add_argument("--eval-questions", type=int, default=200, help="held-out test questions per evaluation")
     p.add_argument("--no-search-share", type=float, default=0.5, help="SFT traces that answer without searching")
-    p.add_argument("--sft-epochs", type=int, default=20)
+    p.add_argument("--sft-epochs", type=int, default=8)
     p.add_argument("--sft-lr", type=float, default=3e-3)
     p.add_argument("--sft-batch-size", type=int, default=8)
     p.add_argument("--prompts", type=int, default=16)
@@ -106,7 +106,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
     torch.manual_seed(seed)
     out = args.out / f"seed{seed}"
-    world = {"seed": seed, "num_questions": args.num_questions, "top_k": args.top_k}
+    world = {**SYNTHETIC_WORLD, "seed": seed, "top_k": args.top_k}
     rollout = RolloutConfig(max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens, max_turns=args.max_turns)
 
     def make_env(split: str, **extra: Any) -> gym.Env:

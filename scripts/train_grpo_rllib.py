@@ -40,8 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--env", default=SYNTHETIC_ENV_ID, help="registered env id (default: the synthetic world)")
     data.add_argument("--dataset", default=None, help="QA file or directory of split files, for --env ReSearch-v0")
     data.add_argument("--corpus", default=None, help="JsonCollection JSONL to index with BM25 (with --dataset)")
-    data.add_argument("--env-kwargs", type=json.loads, default={},
-                      help='more env keywords as JSON, e.g. \'{"hops": 2, "num_questions": 1000}\' (synthetic)')
+    data.add_argument("--env-kwargs", type=json.loads, default=None,
+                      help='more env keywords as JSON, e.g. \'{"hops": 2}\' (for the synthetic env, merged over '
+                      "agents.training.recipe.SYNTHETIC_WORLD)")
     data.add_argument("--split", default=None, help="split GRPO trains on (envs with splits; synthetic: dev)")
     data.add_argument("--sft-split", default=None, help="split the warm start imitates (synthetic: train)")
     data.add_argument("--eval-split", default=None, help="held-out split of --eval-every (synthetic: test)")
@@ -84,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     warm.add_argument("--sft-warmstart", action=argparse.BooleanOptionalAction, default=True,
                       help="SFT on oracle traces before GRPO")
     warm.add_argument("--sft-questions", type=int, default=0, help="SFT on the first N questions (0: all)")
-    warm.add_argument("--sft-epochs", type=int, default=20)
+    warm.add_argument("--sft-epochs", type=int, default=8)
     warm.add_argument("--sft-lr", type=float, default=3e-3)
     warm.add_argument("--sft-batch-size", type=int, default=8)
     warm.add_argument("--noisy-copies", type=int, default=0, help="noisy copies of each oracle trace")
@@ -97,10 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_splits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fill the split defaults for envs with splits (the synthetic world; a dataset directory), and refuse split
-    flags where there are none."""
+    """Fill the env keywords, and the split defaults of envs with splits (the synthetic world; a dataset directory);
+    refuse split flags where there are none."""
+    from agents.training.recipe import SYNTHETIC_WORLD
     from research_env.registration import SYNTHETIC_ENV_ID
 
+    args.env_kwargs = {**(SYNTHETIC_WORLD if args.env == SYNTHETIC_ENV_ID else {}), **(args.env_kwargs or {})}
     has_splits = args.env == SYNTHETIC_ENV_ID or (args.dataset is not None and Path(args.dataset).is_dir())
     if has_splits:
         args.split = args.split or ("dev" if args.env == SYNTHETIC_ENV_ID else None)

@@ -11,9 +11,11 @@ import re
 
 import numpy as np
 
-ONSETS = "bdfgklmnprstvz"
+# A small inventory (200 syllables): each syllable token recurs often in training text, which is what lets a
+# small policy learn to copy names it has never seen (with 490 syllables a 0.6M-parameter model did not).
+ONSETS = "bdgklmnrst"
 VOWELS = "aeiou"
-CODAS = ("", "l", "n", "r", "s", "x", "k")
+CODAS = ("", "n", "r", "s")
 SYLLABLES: tuple[str, ...] = tuple(o + v + c for o in ONSETS for v in VOWELS for c in CODAS)
 _SYLLABLE = re.compile(f"[{ONSETS}][{VOWELS}](?:[{''.join(CODAS)}](?![{VOWELS}]))?")
 _NAME_WORD = re.compile(f"^(?:{_SYLLABLE.pattern})+$")

@@ -22,7 +22,7 @@ from research_env.worlds.names import NameSource
 from research_env.worlds.questions import sample_questions
 
 #: Bump whenever a change to the generator changes its output, so that cached worlds are rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SPLITS = ("train", "dev", "test")
 #: Share of the entities that each split's knowledge base gets.
 SPLIT_SHARES = {"train": 0.6, "dev": 0.2, "test": 0.2}
