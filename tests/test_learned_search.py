@@ -48,7 +48,7 @@ def test_spelled_out_names_give_a_bpe_whose_tokens_rarely_span_two_syllables():
     from agents.policies.small_vocab import train_small_tokenizer
 
     world = generate_world(WorldConfig(seed=1, num_questions=50, num_entities=600))
-    assert spell_out_names("Barvex was founded by Galtak Peldul.") == "Bar-vex was founded by Gal-tak Pel-dul."
+    assert spell_out_names("Bartes was founded by Gantar Besdun.") == "Bar-tes was founded by Gan-tar Bes-dun."
     train_text = world.passages[: len(world.passages) // 2]  # the train split's passages come first
     words = {
         split: sorted({w for r in world.questions[split] for w in r["answer"].split()}) for split in ("train", "test")

@@ -36,8 +36,8 @@ _CAPITALISED_WORD = re.compile(r"\b[A-Z][a-z]+\b")
 
 
 def spell_out_names(text: str) -> str:
-    """``text`` with every capitalised name word written as its syllables joined by hyphens ("Barvex" becomes
-    "Bar-vex"). A byte-level BPE trained on such text learns syllables (a hyphen is a pre-token of its own, and
+    """``text`` with every capitalised name word written as its syllables joined by hyphens ("Bartes" becomes
+    "Bar-tes"). A byte-level BPE trained on such text learns syllables (a hyphen is a pre-token of its own, and
     unlike a space it leaves the next syllable without a word-start marker), not whole training names, so a
     held-out name is encoded as a sequence of known syllable tokens instead of unfamiliar byte pieces."""
     return _CAPITALISED_WORD.sub(lambda m: "-".join(split_syllables(m.group()) or [m.group()]), text)

@@ -1,5 +1,5 @@
 """Multi-hop questions over a knowledge base, composed like MuSiQue's: a chain of relations whose hops are
-nested into one question ("Where was the founder of the company that makes Zolbar born?"), with the gold
+nested into one question ("Where was the founder of the company that makes Dosen born?"), with the gold
 decomposition whose later sub-questions refer to earlier answers as ``#1``, ``#2``.
 """
 
