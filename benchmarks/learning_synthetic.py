@@ -163,7 +163,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         t = time.perf_counter()
         try:
             for _ in range(args.iterations):
-                row = log.write(algo.iteration, algo.train())
+                result = algo.train()  # before reading algo.iteration, which train() advances
+                row = log.write(algo.iteration, result)
                 print(f"seed {seed} {arm} " + progress_line(row, args.iterations), flush=True)
             log.plot()
             timings[f"{arm}_s"] = time.perf_counter() - t
