@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 import research_env  # noqa: F401  (registers the env ids)
-from agents.training.rllib.algorithm import DEFAULT_ENV_ID
-from agents.policies.models import load_causal_lm
 from agents.generation.rollout import RolloutConfig, token_env
+from agents.policies.models import load_causal_lm
+from agents.policies.warmstart import WarmStart, prepare_policy
+from agents.training.rllib.algorithm import DEFAULT_ENV_ID
 from agents.training.sft import SFTConfig
 from agents.training.torch_loop import evaluate_policy
-from agents.policies.warmstart import WarmStart, prepare_policy
 from research_env.retrieval import reclaim_jvm_signal_handlers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,13 +72,11 @@ def grpo_config(args: argparse.Namespace, policy: Path, question_ids: list[str],
     """The RLlib GRPOConfig of the run: the paper's loss (clip 0.2, k3 KL and entropy at 0.001, grad clip
     1.0) with the feasibility run's batch and step sizes."""
     from agents.training.rllib import GRPOConfig
-    from agents.training.rllib.algorithm import warmup_lr
 
-    lr = warmup_lr(args.lr, args.warmup_iterations, len(question_ids) * args.group_size)
     return (GRPOConfig()
             .environment(env_config={"top_k": args.top_k})
             .training(algorithm=args.algorithm, prompts_per_batch=len(question_ids), group_size=args.group_size,
-                      lr=lr, num_minibatches=args.minibatches, drop_zero_advantage=True, micro_batch_size=8,
+                      lr=args.lr, warmup_iterations=args.warmup_iterations, num_minibatches=args.minibatches, drop_zero_advantage=True, micro_batch_size=8,
                       question_ids=question_ids)
             .rollouts(max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens, max_turns=args.max_turns)
             .policy(model=str(policy))

@@ -16,79 +16,54 @@ import shutil
 import time
 from pathlib import Path
 
-from agents.training.algorithms import ALGORITHMS
+from agents.training.cli import env_kwargs, training_parser, validate_args
+from agents.training.settings import GRPOSettings
 
 CHECKPOINT = re.compile(r"iter_(\d{6})")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = training_parser(__doc__, output="runs/grpo_rllib")
+    rllib = p.add_argument_group("Ray RLlib")
+    rllib.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    rllib.add_argument("--checkpoint-every", type=int, default=1, help="save every N iterations (and at the end)")
+    rllib.add_argument("--keep-checkpoints", type=int, default=2)
+    rllib.add_argument("--num-learners", type=int, default=0, help="0: learn in this process; N > 1: DDP")
+    rllib.add_argument("--num-gpus-per-learner", type=float, default=0)
+    rllib.add_argument("--num-env-runners", type=int, default=0, help="0: sample in this process")
+    rllib.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
+    rllib.add_argument("--lora-rank", type=int, default=16)
+    rllib.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+    rllib.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    return p
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--iterations", type=int, default=2, help="train until this many iterations in total")
-    p.add_argument("--output", default="runs/grpo_rllib", help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
-    p.add_argument("--checkpoint-every", type=int, default=1, help="save every N iterations (and at the end)")
-    p.add_argument("--keep-checkpoints", type=int, default=2)
-    p.add_argument("--model", default=None, help="local HF checkpoint directory (default: the tiny model)")
-    p.add_argument("--algorithm", default="grpo", choices=sorted(ALGORITHMS))
-    p.add_argument("--prompts", type=int, default=2, help="questions per train batch (paper: 256)")
-    p.add_argument("--group-size", type=int, default=4, help="rollouts per question (paper: 5)")
-    p.add_argument("--lr", type=float, default=1e-6)
-    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens per generation call")
-    p.add_argument("--max-tokens", type=int, default=1024, help="context budget: prompt + response + results")
-    p.add_argument("--max-turns", type=int, default=2, help="generation calls per episode (0: unlimited)")
-    p.add_argument("--micro-batch-size", type=int, default=2, help="trajectories per forward/backward")
-    p.add_argument("--num-learners", type=int, default=0, help="0: learn in this process; N > 1: DDP")
-    p.add_argument("--num-gpus-per-learner", type=float, default=0)
-    p.add_argument("--num-env-runners", type=int, default=0, help="0: sample in this process")
-    p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
-    p.add_argument("--lora-rank", type=int, default=16)
-    p.add_argument("--retriever-url", default=None, help="a retrieval service instead of the embedded BM25")
-    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--top-k", type=int, default=None, help="passages per search (default: the env's)")
-    p.add_argument("--questions", type=int, default=0, help="train on the first N questions only (0: all)")
-    p.add_argument("--minibatches", type=int, default=1, help="optimizer steps per train batch (paper: 1)")
-    p.add_argument("--drop-zero-advantage", action="store_true", help="leave groups of equal rewards out")
-    p.add_argument("--warmup-iterations", type=int, default=0, help="linear learning-rate warmup")
-    warm = p.add_argument_group("warm start (written to DIR/policy before training)")
-    warm.add_argument("--small-vocab", action="store_true",
-                      help="a fresh 1.4M-parameter model with an 8,192-token BPE trained on the training traces")
-    warm.add_argument("--sft-warmstart", action="store_true", help="SFT on oracle traces before GRPO")
-    warm.add_argument("--sft-questions", type=int, default=0, help="SFT on the first N questions (0: --questions)")
-    warm.add_argument("--sft-epochs", type=int, default=20)
-    warm.add_argument("--sft-lr", type=float, default=3e-3)
-    warm.add_argument("--sft-batch-size", type=int, default=4)
-    warm.add_argument("--noisy-copies", type=int, default=1, help="noisy copies of each oracle trace")
-    return p.parse_args(argv)
-
-
-def env_config(args: argparse.Namespace) -> dict:
-    config: dict = {"retriever_url": args.retriever_url} if args.retriever_url else {}
-    if args.top_k is not None:
-        config["top_k"] = args.top_k
-    return config
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.settings = validate_args(parser, args)
+    for name in ("checkpoint_every", "keep_checkpoints"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
 
 
 def build_config(args: argparse.Namespace, model: str | None = None, question_ids: list[str] | None = None):
     """The GRPOConfig of these arguments (``model``: the warm-started policy, overriding ``--model``)."""
-    from agents.training.rllib import GRPOConfig
-    from agents.training.rllib.algorithm import warmup_lr
+    from dataclasses import asdict
 
+    from agents.training.rllib import GRPOConfig
+
+    settings: GRPOSettings = args.settings
     lora = ({"r": args.lora_rank, "lora_alpha": 2 * args.lora_rank, "target_modules": "all-linear",
              "lora_dropout": 0.0} if args.lora else None)
     return (GRPOConfig()
-            .environment(env_config=env_config(args))
-            .training(algorithm=args.algorithm, prompts_per_batch=args.prompts, group_size=args.group_size,
-                      lr=warmup_lr(args.lr, args.warmup_iterations, args.prompts * args.group_size),
-                      micro_batch_size=args.micro_batch_size,
-                      num_minibatches=args.minibatches, drop_zero_advantage=args.drop_zero_advantage,
-                      question_ids=question_ids)
-            .rollouts(max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens, max_turns=args.max_turns or None)
+            .environment(env=args.env, env_config=env_kwargs(args))
+            .training(**{k: v for k, v in asdict(settings).items() if k != "seed"}, question_ids=question_ids)
             .policy(model=model or args.model, lora=lora)
             .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
             .env_runners(num_env_runners=args.num_env_runners)
-            .debugging(seed=args.seed))
+            .debugging(seed=settings.seed))
 
 
 def local_env(args: argparse.Namespace):  # -> gym.Env
@@ -97,9 +72,8 @@ def local_env(args: argparse.Namespace):  # -> gym.Env
     import gymnasium as gym
 
     import research_env  # noqa: F401  (registers the env ids)
-    from agents.training.rllib.algorithm import DEFAULT_ENV_ID
 
-    return gym.make(DEFAULT_ENV_ID, **{k: v for k, v in env_config(args).items() if k != "retriever_url"})
+    return gym.make(args.env, **{k: v for k, v in env_kwargs(args).items() if k != "retriever_url"})
 
 
 def warm_start(args: argparse.Namespace, output: Path, all_ids: list[str]) -> str | None:
@@ -107,8 +81,8 @@ def warm_start(args: argparse.Namespace, output: Path, all_ids: list[str]) -> st
     if not (args.small_vocab or args.sft_warmstart):
         return None
     from agents.generation.rollout import RolloutConfig
-    from agents.training.sft import SFTConfig
     from agents.policies.warmstart import WarmStart, prepare_policy
+    from agents.training.sft import SFTConfig
 
     n_sft = args.sft_questions or args.questions or len(all_ids)
     sft = SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr, batch_size=args.sft_batch_size,
@@ -140,12 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
 
-    from agents.training.reporting import TrainingLog, progress_line
+    from agents.training.reporting import TrainingLog, progress_line, write_run_config
     from research_env.retrieval import reclaim_jvm_signal_handlers
 
     output = Path(args.output)
     checkpoints = output / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
+    write_run_config(output, args)
     all_ids: list[str] = []
     if args.questions or args.small_vocab or args.sft_warmstart:
         env = local_env(args)

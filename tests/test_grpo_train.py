@@ -121,16 +121,12 @@ def test_learner_shards_pad_to_equal_shards_whose_weights_give_the_batch_loss():
 
 
 def test_minibatches_hold_whole_groups_and_drop_zero_advantages():
-    from agents.training.rllib import GRPOConfig
-    from agents.training.rllib.algorithm import GRPO
+    from agents.training.algorithms import minibatch_rows
 
-    group_ids = torch.tensor([0, 0, 1, 1, 2, 2])
+    group_ids = [0, 0, 1, 1, 2, 2]
     advantages = torch.tensor([0.7, -0.7, 0.0, 0.0, 1.0, -1.0])
-    shim = type("Shim", (), {})()
-    shim.config = GRPOConfig().training(num_minibatches=2, drop_zero_advantage=True, prompts_per_batch=3)
-    assert GRPO._minibatches(shim, group_ids, advantages) == [[0, 1, 4, 5]]  # group 1 is all zero: nothing left
-    shim.config.drop_zero_advantage = False
-    assert GRPO._minibatches(shim, group_ids, advantages) == [[0, 1, 4, 5], [2, 3]]
+    assert minibatch_rows(group_ids, advantages, 2, drop_zero_advantage=True) == [[0, 1, 4, 5]]  # group 1: all zero
+    assert minibatch_rows(group_ids, advantages, 2, drop_zero_advantage=False) == [[0, 1, 4, 5], [2, 3]]
 
 
 def test_config_rejects_minibatches_that_cannot_hold_whole_groups_and_duplicate_questions():

@@ -21,10 +21,10 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from agents.policies.models import load_causal_lm
 from agents.generation.rollout import RolloutConfig, token_env
-from agents.training.sft import SFTConfig, build_sft_dataset, sft_train
+from agents.policies.models import load_causal_lm
 from agents.policies.small_vocab import oracle_trace_texts, small_qwen2, train_small_tokenizer
+from agents.training.sft import SFTConfig, build_sft_dataset, sft_train
 from research_env.staging import staged_directory
 
 

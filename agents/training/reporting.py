@@ -1,5 +1,6 @@
-"""Where a training run's numbers go: a JSONL history (the source of truth, cut back on resume),
-TensorBoard scalars and a PNG of the curves, plus the one-line progress report."""
+"""What both trainers report and where it goes: one metric vocabulary (CleanRL's names where CleanRL has one),
+a JSONL history (the source of truth, cut back on resume), TensorBoard scalars and a PNG of the curves, plus
+the one-line progress report."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from agents.training.algorithms import Trajectory
 
 #: What the progress line, TensorBoard and the curves show (CleanRL's names where CleanRL has one).
 TRACKED = (
@@ -25,6 +31,24 @@ _PANELS = (
 )
 _TIME_SPLIT = (("generation", "timers/generate_s"), ("env + retrieval", "timers/env_s"),
                ("learner", "timers/learner_s"), ("weight sync", "timers/sync_weights_s"))
+
+
+def rollout_charts(trajectories: list[Trajectory], advantages: torch.Tensor, *, trained: int, generated_tokens: int,
+                   sample_s: float) -> dict[str, float]:
+    """The ``charts/*`` of one iteration's rollouts, the same for every trainer: means over the trajectories,
+    how many were trained on, and the generation throughput."""
+    stats = {key: sum(t.stats[key] for t in trajectories) / len(trajectories) for key in trajectories[0].stats}
+    return {
+        "charts/episodic_return": stats["reward"],
+        "charts/f1": stats["f1"],
+        "charts/format_ok_rate": stats["format_ok"],
+        "charts/searches_per_episode": stats["searches"],
+        "charts/response_length": stats["response_tokens"],
+        "charts/truncated_rate": stats["truncated"],
+        "charts/advantage_abs_mean": float(advantages.abs().mean()),
+        "charts/trained_trajectories": float(trained),
+        "charts/tokens_per_s": generated_tokens / max(sample_s, 1e-9),
+    }
 
 
 class TrainingLog:
@@ -97,6 +121,18 @@ class TrainingLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def write_run_config(output: str | os.PathLike, args: Any) -> Path:
+    """``DIR/config.json``: the run's resolved flags and settings, readable without the code that wrote them
+    (argparse's namespace with the settings dataclass expanded)."""
+    from dataclasses import asdict, is_dataclass
+
+    values = {key: asdict(value) if is_dataclass(value) else value for key, value in vars(args).items()}
+    path = Path(output) / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def progress_line(row: Mapping[str, float], total: int) -> str:

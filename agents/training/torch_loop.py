@@ -17,49 +17,22 @@ import gymnasium as gym
 import torch
 from transformers import PreTrainedModel
 
+from agents.generation.hf_backend import HFBackend
+from agents.generation.rollout import Episode, RolloutConfig, run_episodes
 from agents.training.algorithms import (
     LossConfig,
     Trajectory,
     collate,
     compute_advantages,
+    get_aggregation,
     get_algorithm,
     masked_token_logprobs,
+    minibatch_rows,
     policy_loss,
     trajectory_from_episode,
 )
-from agents.generation.hf_backend import HFBackend
-from agents.generation.rollout import Episode, RolloutConfig, run_episodes
-
-
-@dataclass
-class TorchGRPOConfig:
-    """Defaults are SPEC §6's where they apply to a loop this size (group 5, temperature 1, clip 0.2,
-    KL and entropy coefficients 0.001, grad clip 1.0, one epoch per batch)."""
-
-    algorithm: str = "grpo"  # any key of agents.training.algorithms.ALGORITHMS
-    group_size: int = 5
-    prompts_per_iteration: int = 16
-    lr: float = 1e-6
-    warmup_steps: int = 0  # optimizer steps of linear warmup, then constant
-    clip_ratio: float = 0.2
-    kl_coef: float = 0.001
-    entropy_coef: float = 0.001
-    max_grad_norm: float = 1.0
-    minibatches: int = 2  # optimizer steps per iteration (per epoch)
-    update_epochs: int = 1
-    drop_zero_advantage: bool = True  # a group with equal rewards only adds KL/entropy noise and dilutes the mean
-    temperature: float = 1.0
-    max_new_tokens: int = 256
-    max_tokens: int = 4096
-    max_turns: int | None = 8
-    seed: int = 0
-
-    def rollout_config(self) -> RolloutConfig:
-        return RolloutConfig(max_new_tokens=self.max_new_tokens, max_tokens=self.max_tokens, max_turns=self.max_turns)
-
-    def loss_config(self) -> LossConfig:
-        return LossConfig(clip_ratio=self.clip_ratio, kl_coef=self.kl_coef, entropy_coef=self.entropy_coef,
-                          aggregation=get_algorithm(self.algorithm).aggregation, max_response_tokens=self.max_tokens)
+from agents.training.reporting import rollout_charts
+from agents.training.settings import GRPOSettings, warmup_factor
 
 
 @dataclass
@@ -88,37 +61,51 @@ def collect_groups(envs: Sequence[gym.Env], backend: HFBackend, prompt_ids: Sequ
 
 
 def grpo_update(policy: PreTrainedModel, reference: PreTrainedModel | None, optimizer: torch.optim.Optimizer,
-                scheduler: torch.optim.lr_scheduler.LRScheduler | None, trajectories: Sequence[Trajectory],
-                advantages: torch.Tensor, config: TorchGRPOConfig, pad_token_id: int) -> dict[str, float]:
-    """``update_epochs`` passes of ``minibatches`` clipped-loss steps over the batch; mean diagnostics."""
+                trajectories: Sequence[Trajectory], advantages: torch.Tensor, config: GRPOSettings,
+                pad_token_id: int) -> dict[str, float]:
+    """``num_epochs`` passes of ``num_minibatches`` clipped-loss steps over the batch, each on whole groups
+    (:func:`minibatch_rows`, as the RLlib trainer), its gradient accumulated over micro-batches of
+    ``micro_batch_size`` weighted by their rows' share of the loss. Returns mean diagnostics and
+    ``charts/trained_trajectories``."""
     loss_config = config.loss_config()
-    rng = random.Random(config.seed)
+    row_share = get_aggregation(loss_config.aggregation).row_share
+    group_ids = [t.group_id for t in trajectories]
+    minibatches = minibatch_rows(group_ids, advantages, config.num_minibatches, config.drop_zero_advantage)
     metrics: dict[str, list[float]] = {}
     policy.train()
-    for _ in range(config.update_epochs):
-        order = rng.sample(range(len(trajectories)), len(trajectories))
-        for chunk in (order[i :: config.minibatches] for i in range(min(config.minibatches, len(order)))):
-            batch = collate([trajectories[i] for i in chunk], advantages[chunk], pad_token_id)
-            mask = batch["loss_mask"]  # [b, T]
-            logprobs, entropy = masked_token_logprobs(policy, batch["input_ids"], batch["attention_mask"], mask,
-                                                      with_entropy=True)
-            ref_logprobs = None
-            if reference is not None and config.kl_coef:
-                with torch.no_grad():
-                    ref_logprobs, _ = masked_token_logprobs(reference, batch["input_ids"], batch["attention_mask"],
-                                                            mask)
-            loss, step_metrics = policy_loss(logprobs, batch["old_logprobs"], batch["advantages"], mask, loss_config,
-                                             ref_logprobs=ref_logprobs, entropy=entropy)
+    for _ in range(config.num_epochs):
+        for rows in minibatches:
+            batch = collate([trajectories[i] for i in rows], advantages[rows], pad_token_id)
+            shares = row_share(batch["loss_mask"])  # [b]
             optimizer.zero_grad()
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            loss_sum = 0.0
+            for start in range(0, len(rows), config.micro_batch_size):
+                micro = {name: value[start : start + config.micro_batch_size] for name, value in batch.items()}
+                loss, step_metrics = _micro_batch_loss(policy, reference, micro, loss_config)
+                weight = shares[start : start + config.micro_batch_size].sum()
+                (loss * weight).backward()
+                loss_sum += float(loss.detach() * weight)
+                for key, value in step_metrics.items():
+                    metrics.setdefault(key, []).append(value)
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            step_metrics.update({"losses/loss": loss.item(), "losses/grad_norm": float(grad_norm)})
-            for key, value in step_metrics.items():
-                metrics.setdefault(key, []).append(value)
-    return {key: sum(values) / len(values) for key, values in metrics.items()}
+            metrics.setdefault("losses/loss", []).append(loss_sum)
+            metrics.setdefault("losses/grad_norm", []).append(float(grad_norm))
+    means = {key: sum(values) / len(values) for key, values in metrics.items()}
+    return {**means, "charts/trained_trajectories": float(sum(len(rows) for rows in minibatches))}
+
+
+def _micro_batch_loss(policy: PreTrainedModel, reference: PreTrainedModel | None, batch: dict[str, torch.Tensor],
+                      loss_config: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    mask = batch["loss_mask"]  # [b, T]
+    logprobs, entropy = masked_token_logprobs(policy, batch["input_ids"], batch["attention_mask"], mask,
+                                              with_entropy=True)
+    ref_logprobs = None
+    if reference is not None and loss_config.kl_coef:
+        with torch.no_grad():
+            ref_logprobs, _ = masked_token_logprobs(reference, batch["input_ids"], batch["attention_mask"], mask)
+    return policy_loss(logprobs, batch["old_logprobs"], batch["advantages"], mask, loss_config,
+                       ref_logprobs=ref_logprobs, entropy=entropy)
 
 
 @dataclass
@@ -126,7 +113,7 @@ class TorchGRPO:
     """The loop's state: policy, frozen reference, optimizer, sampler, envs and the training prompts.
 
     Example:
-        >>> trainer = TorchGRPO.create(model, tokenizer, envs, train_ids, TorchGRPOConfig(lr=3e-4))  # doctest: +SKIP
+        >>> trainer = TorchGRPO.create(model, tokenizer, envs, train_ids, GRPOSettings(lr=3e-4))  # doctest: +SKIP
         >>> metrics = trainer.iteration()  # doctest: +SKIP
     """
 
@@ -135,7 +122,7 @@ class TorchGRPO:
     tokenizer: Any
     envs: Sequence[gym.Env]
     question_ids: Sequence[str]
-    config: TorchGRPOConfig
+    config: GRPOSettings
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     backend: HFBackend
@@ -145,16 +132,18 @@ class TorchGRPO:
 
     @classmethod
     def create(cls, policy: PreTrainedModel, tokenizer: Any, envs: Sequence[gym.Env], question_ids: Sequence[str],
-               config: TorchGRPOConfig) -> TorchGRPO:
+               config: GRPOSettings) -> TorchGRPO:
         get_algorithm(config.algorithm)  # fail before any rollout on an unknown name
+        config.validate()
         reference = None
         if config.kl_coef:
             reference = copy.deepcopy(policy).eval().requires_grad_(False)
         optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
-        warmup = max(1, config.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        # Stepped once per iteration: the warmup counts iterations, as the RLlib trainer's does.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda iteration: warmup_factor(iteration, config.warmup_iterations))
         backend = HFBackend(policy, tokenizer, temperature=config.temperature, seed=config.seed,
-                            batch_size=max(1, config.prompts_per_iteration * config.group_size))
+                            batch_size=max(1, config.prompts_per_batch * config.group_size))
         return cls(policy, reference, tokenizer, envs, list(question_ids), config, optimizer, scheduler, backend,
                    random.Random(config.seed))
 
@@ -162,7 +151,7 @@ class TorchGRPO:
         """One GRPO iteration, in the order of the paper's algorithm; returns CleanRL-named metrics."""
         config, started = self.config, time.perf_counter()
         # 1. rollout: group_size samples of each prompt at temperature 1, old log-probs from the sampler
-        n_prompts = min(config.prompts_per_iteration, len(self.question_ids))
+        n_prompts = min(config.prompts_per_batch, len(self.question_ids))
         prompts = self.rng.sample(list(self.question_ids), n_prompts)
         rollouts = collect_groups(self.envs, self.backend, prompts, config.group_size, config.rollout_config())
         trajectories = rollouts.trajectories
@@ -170,45 +159,30 @@ class TorchGRPO:
         rewards = torch.tensor([t.reward for t in trajectories])  # [N]
         group_ids = torch.tensor([t.group_id for t in trajectories])  # [N]
         advantages = compute_advantages(get_algorithm(config.algorithm).advantage, rewards, group_ids)  # [N]
-        keep = list(range(len(trajectories)))
-        if config.drop_zero_advantage:
-            keep = [i for i in keep if advantages[i].abs() > 1e-8]
-        # 3. update: minibatches of the clipped loss with KL to the reference and the entropy bonus
+        # 3. update: minibatches of whole groups, clipped loss with KL to the reference and the entropy bonus
         learner_started = time.perf_counter()
-        loss_metrics: dict[str, float] = {}
-        if keep:
-            loss_metrics = grpo_update(self.policy, self.reference, self.optimizer, self.scheduler,
-                                       [trajectories[i] for i in keep], advantages[keep], config,
-                                       self.backend.pad_token_id)
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        update = grpo_update(self.policy, self.reference, self.optimizer, trajectories, advantages, config,
+                             self.backend.pad_token_id)
+        self.scheduler.step()
         learner_s = time.perf_counter() - learner_started
-        # 4. logging
+        # 4. logging, in the RLlib trainer's vocabulary
         self.step += 1
-        stats = [t.stats for t in trajectories]
         generated = sum(e.generated_tokens for e in rollouts.episodes)
         metrics = {
             "iteration": float(self.step),
-            "charts/reward": _mean(s["reward"] for s in stats),
-            "charts/f1": _mean(s["f1"] for s in stats),
-            "charts/format_ok": _mean(s["format_ok"] for s in stats),
-            "charts/searches": _mean(s["searches"] for s in stats),
-            "charts/response_tokens": _mean(s["response_tokens"] for s in stats),
-            "charts/truncated": _mean(s["truncated"] for s in stats),
-            "charts/kept_trajectories": float(len(keep)),
-            "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
-            "charts/tokens_per_s": generated / max(rollouts.wall_s, 1e-9),
-            "time/generate_s": rollouts.generate_s,
-            "time/env_s": rollouts.env_s,
-            "time/learner_s": learner_s,
-            "time/iteration_s": time.perf_counter() - started,
-            **loss_metrics,
+            **rollout_charts(trajectories, advantages, trained=int(update.pop("charts/trained_trajectories")),
+                             generated_tokens=generated, sample_s=rollouts.wall_s),
+            "charts/learning_rate": learning_rate,
+            "timers/generate_s": rollouts.generate_s,
+            "timers/env_s": rollouts.env_s,
+            "timers/sample_s": rollouts.wall_s,
+            "timers/learner_s": learner_s,
+            "timers/iteration_s": time.perf_counter() - started,
+            **update,
         }
         self.history.append(metrics)
         return metrics
-
-
-def _mean(values: Any) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else math.nan
 
 
 @dataclass

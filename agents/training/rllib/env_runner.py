@@ -16,10 +16,10 @@ from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.typing import StateDict
 
 import research_env  # noqa: F401  (registers the ReSearch env ids)
-from agents.training.algorithms import Trajectory, trajectory_from_episode
-from agents.training.rllib.module import TOKEN_SPACE, TRANSCRIPT_SPACE
 from agents.generation.hf_backend import HFBackend
 from agents.generation.rollout import run_episodes, token_env
+from agents.training.algorithms import Trajectory, trajectory_from_episode
+from agents.training.rllib.module import TOKEN_SPACE, TRANSCRIPT_SPACE
 
 
 class ReSearchEnvRunner(EnvRunner, Checkpointable):

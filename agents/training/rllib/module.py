@@ -16,8 +16,8 @@ from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.typing import StateDict
 
-from agents.training.algorithms import masked_token_logprobs, token_logprobs
 from agents.policies.models import load_causal_lm
+from agents.training.algorithms import masked_token_logprobs, token_logprobs
 
 #: RLlib builds modules from spaces: a transcript of token ids in, one token id out.
 TOKEN_SPACE = gym.spaces.Box(0, np.iinfo(np.int64).max, (), np.int64)
