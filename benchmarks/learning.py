@@ -37,7 +37,6 @@ from agents.policies.warmstart import WarmStart, prepare_policy
 from agents.training.rllib.algorithm import DEFAULT_ENV_ID
 from agents.training.sft import SFTConfig
 from agents.training.torch_loop import evaluate_policy
-from research_env.retrieval import reclaim_jvm_signal_handlers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,12 +206,12 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    import ray
+    from agents.training.rllib.cluster import init_ray
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=args.threads, include_dashboard=False, configure_logging=False)
-    reclaim_jvm_signal_handlers()  # a no-op unless the embedded BM25's JVM already runs in this process
+    init_ray(num_cpus=args.threads)
+    import ray
     runs = []
     try:
         for seed in args.seeds:

@@ -2,7 +2,8 @@
 
 With no arguments: the tiny default model, the shipped MuSiQue sample and the embedded BM25 index,
 two small iterations on CPU in a few minutes. Writes DIR/checkpoints/, DIR/tb/, DIR/metrics.jsonl and
-DIR/curves.png; ``--resume`` continues from the newest checkpoint in DIR.
+DIR/curves.png; ``--resume`` continues from the newest readable checkpoint in DIR. Ctrl-C (or SIGTERM) stops
+after the current iteration with a checkpoint; a second one stops at once.
 
 ``--small-vocab`` and ``--sft-warmstart`` build the starting policy first (DIR/policy, reused on resume):
 a random model gets no reward and so no GRPO signal; see benchmarks/learning.py for a run that learns.
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     rllib.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
     rllib.add_argument("--lora-rank", type=int, default=16)
     rllib.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+    rllib.add_argument("--ray-all-interfaces", action="store_true",
+                       help="let the local Ray instance listen on every interface (default: 127.0.0.1 only)")
     rllib.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
     return p
 
@@ -93,9 +96,32 @@ def warm_start(args: argparse.Namespace, output: Path, all_ids: list[str]) -> st
     return str(prepare_policy(output / "policy", lambda: local_env(args), spec))
 
 
+def checkpoints_newest_first(directory: Path) -> list[Path]:
+    return sorted((p for p in directory.glob("iter_*") if CHECKPOINT.fullmatch(p.name) and p.is_dir()), reverse=True)
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
-    found = sorted(p for p in directory.glob("iter_*") if CHECKPOINT.fullmatch(p.name) and p.is_dir())
-    return found[-1] if found else None
+    found = checkpoints_newest_first(directory)
+    return found[0] if found else None
+
+
+def restore_newest_readable(algo, directory: Path) -> Path | None:
+    """Restore the newest checkpoint that loads; one that does not (truncated by a crash or a full disk) is named
+    and skipped. None when there is no checkpoint; an error naming them all when none loads."""
+    failures = []
+    for checkpoint in checkpoints_newest_first(directory):
+        try:
+            algo.restore_from_path(str(checkpoint.resolve()))
+        except Exception as error:  # noqa: BLE001  (any failure to load means: try the previous one)
+            print(f"checkpoint {checkpoint} is unreadable ({type(error).__name__}: {error}); "
+                  "falling back to the previous one", flush=True)
+            failures.append(f"{checkpoint.name}: {type(error).__name__}")
+            continue
+        return checkpoint
+    if failures:
+        raise RuntimeError(f"no readable checkpoint in {directory} ({'; '.join(failures)}); move them away to start "
+                           "from scratch")
+    return None
 
 
 def save_checkpoint(algo, directory: Path, keep: int) -> Path:
@@ -112,10 +138,9 @@ def save_checkpoint(algo, directory: Path, keep: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import ray
-
+    from agents.training.interrupts import GracefulStop
     from agents.training.reporting import TrainingLog, progress_line, write_run_config
-    from research_env.retrieval import reclaim_jvm_signal_handlers
+    from agents.training.rllib.cluster import init_ray
 
     output = Path(args.output)
     checkpoints = output / "checkpoints"
@@ -127,35 +152,38 @@ def main(argv: list[str] | None = None) -> int:
         all_ids = env.unwrapped.dataset.ids
         env.close()
     model = warm_start(args, output, all_ids)  # before Ray starts: SFT needs no cluster
-    if args.ray_address:
-        ray.init(address=args.ray_address)
-    else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, configure_logging=False)
-    reclaim_jvm_signal_handlers()  # the warm start's embedded BM25 started a JVM, and ray.init took its signals
+    init_ray(args.ray_address, args.num_cpus, all_interfaces=args.ray_all_interfaces)
+    import ray
+
     log = TrainingLog(output)
-    algo = build_config(args, model=model, question_ids=all_ids[: args.questions] or None).build_algo()
-    try:
-        if args.resume and (checkpoint := latest_checkpoint(checkpoints)) is not None:
-            algo.restore_from_path(str(checkpoint.resolve()))
-            print(f"resumed from {checkpoint} at iteration {algo.iteration}", flush=True)
-        elif args.resume:
-            print(f"no checkpoint in {checkpoints}; starting from scratch", flush=True)
-        log.truncate(algo.iteration)
-        started = time.perf_counter()
-        while algo.iteration < args.iterations:
-            result = algo.train()
-            row = log.write(algo.iteration, result)
-            print(progress_line(row, args.iterations), flush=True)
-            log.plot()
-            if algo.iteration % args.checkpoint_every == 0 or algo.iteration == args.iterations:
-                save_checkpoint(algo, checkpoints, args.keep_checkpoints)
-        print(f"done: {algo.iteration} iterations ({time.perf_counter() - started:.0f}s this run); "
-              f"{output}/curves.png, {output}/tb, {latest_checkpoint(checkpoints)}", flush=True)
-    finally:
-        log.close()
-        algo.stop()
-        ray.shutdown()
-    return 0
+    algo = None
+    with GracefulStop() as stop:
+        try:
+            algo = build_config(args, model=model, question_ids=all_ids[: args.questions] or None).build_algo()
+            if args.resume and (checkpoint := restore_newest_readable(algo, checkpoints)) is not None:
+                print(f"resumed from {checkpoint} at iteration {algo.iteration}", flush=True)
+            elif args.resume:
+                print(f"no checkpoint in {checkpoints}; starting from scratch", flush=True)
+            log.truncate(algo.iteration)
+            started = time.perf_counter()
+            while algo.iteration < args.iterations and not stop.requested:
+                result = algo.train()
+                row = log.write(algo.iteration, result)
+                print(progress_line(row, args.iterations), flush=True)
+                log.plot()
+                if (algo.iteration % args.checkpoint_every == 0 or algo.iteration == args.iterations
+                        or stop.requested):
+                    save_checkpoint(algo, checkpoints, args.keep_checkpoints)
+            how = f"stopped by {stop.requested.name}" if stop.requested else "done"
+            print(f"{how}: {algo.iteration} iterations ({time.perf_counter() - started:.0f}s this run); "
+                  f"{output}/curves.png, {output}/tb, {latest_checkpoint(checkpoints)}"
+                  + (" (continue with --resume)" if stop.requested else ""), flush=True)
+        finally:
+            log.close()
+            if algo is not None:
+                algo.stop()
+            ray.shutdown()
+    return stop.exit_code
 
 
 if __name__ == "__main__":
