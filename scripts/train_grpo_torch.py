@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.generation.rollout import token_env
     from agents.policies.models import load_causal_lm
     from agents.policies.small_vocab import oracle_trace_texts, small_qwen2, train_small_tokenizer
+    from agents.training.interrupts import GracefulStop
     from agents.training.reporting import TrainingLog, progress_line, write_run_config
     from agents.training.sft import SFTConfig, build_sft_dataset, sft_train
     from agents.training.torch_loop import TorchGRPO
@@ -69,16 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     log = TrainingLog(output)
     log.truncate(0)
     started = time.perf_counter()
-    try:
-        for _ in range(args.iterations):
-            row = log.write(trainer.step + 1, trainer.iteration())
-            print(progress_line(row, args.iterations), flush=True)
-            log.plot()
-    finally:
-        log.close()
-    print(f"done: {args.iterations} iterations in {time.perf_counter() - started:.1f}s; {output}/curves.png",
-          flush=True)
-    return 0
+    with GracefulStop() as stop:
+        try:
+            while trainer.step < args.iterations and not stop.requested:
+                row = log.write(trainer.step + 1, trainer.iteration())
+                print(progress_line(row, args.iterations), flush=True)
+                log.plot()
+        finally:
+            log.close()
+    how = f"stopped by {stop.requested.name}" if stop.requested else "done"
+    print(f"{how}: {trainer.step} iterations in {time.perf_counter() - started:.1f}s; {output}/curves.png", flush=True)
+    return stop.exit_code
 
 
 if __name__ == "__main__":
