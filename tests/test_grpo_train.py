@@ -4,6 +4,7 @@ checkpoint, and keeps its Ray instance on 127.0.0.1; swapping GRPO for RLOO is o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,18 @@ def start(output: Path, *args: str) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL) and None)
 
 
+@contextlib.contextmanager
+def running(output: Path, *args: str) -> Iterator[subprocess.Popen]:
+    """The script running; killed with its Ray processes on leaving, unless it ended by itself."""
+    run = start(output, *args)
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+
+
 def wait_for(run: subprocess.Popen, path: Path, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while not path.is_dir():
@@ -53,16 +67,12 @@ def listening_addresses(pid: int) -> set[str]:
 @pytest.mark.slow
 def test_sigint_stops_after_the_iteration_with_a_checkpoint_and_resume_skips_an_unreadable_one(tmp_path):
     output = tmp_path / "run"
-    run = start(output, "--iterations", "60", "--checkpoint-every", "1")
-    try:
+    with running(output, "--iterations", "60", "--checkpoint-every", "1") as run:
         wait_for(run, output / "checkpoints" / "iter_000001")
         addresses = listening_addresses(run.pid)
         assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, addresses
         run.send_signal(signal.SIGINT)
         log, _ = run.communicate(timeout=240)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode == 130, log
     assert "Traceback" not in log and "stopped by SIGINT" in log, log
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
@@ -83,16 +93,12 @@ def test_sigint_stops_after_the_iteration_with_a_checkpoint_and_resume_skips_an_
 @pytest.mark.slow
 def test_a_second_sigterm_stops_at_once(tmp_path):
     output = tmp_path / "run"
-    run = start(output, "--iterations", "60")
-    try:
+    with running(output, "--iterations", "60") as run:
         wait_for(run, output / "checkpoints" / "iter_000001")
         run.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         run.send_signal(signal.SIGTERM)
         log, _ = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode != 0 and "SIGTERM received twice" in log, log
     assert (output / "checkpoints" / "iter_000001").is_dir()  # what was saved is left intact
 
@@ -100,12 +106,8 @@ def test_a_second_sigterm_stops_at_once(tmp_path):
 @pytest.mark.slow
 def test_script_checkpoints_and_resumes_after_sigkill(tmp_path):
     output = tmp_path / "run"
-    run = start(output, "--iterations", "8", "--checkpoint-every", "1")
-    try:
-        wait_for(run, output / "checkpoints" / "iter_000002")
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
+    with running(output, "--iterations", "8", "--checkpoint-every", "1") as run:
+        wait_for(run, output / "checkpoints" / "iter_000002")  # then killed with SIGKILL
     assert list((output / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
     assert (output / "curves.png").stat().st_size > 0
     killed_at = max(int(p.name.split("_")[1]) for p in (output / "checkpoints").glob("iter_*"))
