@@ -30,7 +30,9 @@ TINY = ["--prompts", "1", "--group-size", "2", "--max-new-tokens", "4", "--max-t
 def start(output: Path, *args: str) -> subprocess.Popen:
     # A session of its own, so that the kill below reaches the script and the Ray processes it started; SIGINT at
     # its default disposition, as in a terminal (a background shell would start it ignored).
-    return subprocess.Popen([sys.executable, str(SCRIPT), "--output", str(output), *TINY, *args], cwd=ROOT,
+    # Without conftest's loopback setting for Ray: the script must keep its Ray instance on 127.0.0.1 by itself.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    return subprocess.Popen([sys.executable, str(SCRIPT), "--output", str(output), *TINY, *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL) and None)
 
