@@ -41,13 +41,16 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
                                  seed=self.config.seed or 0, batch_size=max(1, self.config.trajectories_per_batch))
         self.envs: list[gym.Env] = []
         self._question_ids: list[str] | None = None
+        self._http_retriever: Any = None
 
     def _make_env(self) -> gym.Env:
         env_config = dict(self.config.env_config)
         if url := env_config.pop("retriever_url", None):
-            from research_env.retrieval.http import HTTPRetriever
+            if self._http_retriever is None:  # one client (and connection pool) for all of this runner's envs
+                from research_env.retrieval.http import HTTPRetriever
 
-            env_config["retriever"] = HTTPRetriever(url)
+                self._http_retriever = HTTPRetriever(url)
+            env_config["retriever"] = self._http_retriever
         return token_env(gym.make(self.config.env, **env_config), self.module.tokenizer, self.config.rollout_config)
 
     def question_ids(self) -> list[str]:
@@ -92,6 +95,9 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
         for env in self.envs:
             env.close()
         self.envs = []
+        if self._http_retriever is not None:
+            self._http_retriever.close()
+            self._http_retriever = None
 
     def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs: Any) -> StateDict:
         # Nothing of ours outlives an iteration: the weights are the learner's, the sampling seed is derived.
