@@ -15,7 +15,7 @@ from gymnasium.error import ResetNeeded
 from research_env import protocol
 from research_env.data import QADataset, QARecord, load_qa_dataset
 from research_env.retrieval import Document, Retriever, shared_retriever
-from research_env.reward import EpisodeScore, RewardFn, get_reward_fn, score_response
+from research_env.reward import EpisodeOutcome, EpisodeScore, RewardFn, get_reward_fn, score_response
 from research_env.spaces import UnicodeText
 from research_env.templates import PromptTemplate, render_prompt, resolve_template
 
@@ -23,6 +23,10 @@ from research_env.templates import PromptTemplate, render_prompt, resolve_templa
 #: MuSiQue episode with top-5 results is about 15k characters. 64k characters never cuts a legitimate
 #: episode; token-exact budgets belong to the token wrappers.
 DEFAULT_MAX_CONTEXT_CHARS = 65_536
+
+
+class SearchPendingError(ResetNeeded):
+    """A new chunk came while the previous chunk's search is still waiting for the retriever."""
 
 
 class ReSearchEnv(gym.Env[str, str]):
@@ -148,12 +152,26 @@ class ReSearchEnv(gym.Env[str, str]):
         return self._transcript, self._info(index=index, question=self._record.question)
 
     def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
-        query = self.begin_step(action)
-        if query is None:
-            return self.end_step()
+        """One policy chunk (see the class docstring). After the retriever failed (it raised, e.g.
+        ``RetrieverUnavailable``), the chunk stays appended and its search pending (:attr:`pending_query`):
+        ``step("")`` retries that search, and the episode goes on as if it had never failed."""
+        if self.pending_query is not None:
+            if action != "":
+                raise SearchPendingError(f"the search {self.pending_query!r} is still pending because the retriever "
+                                         "failed: retry it with step('') (step([]) under TokenizedEnv), or reset()")
+            query = self.pending_query
+        else:
+            query = self.begin_step(action)
+            if query is None:
+                return self.end_step()
         started = time.perf_counter()
         documents = self.retriever.search([query], self.top_k)[0]
         return self.end_step(documents, latency_s=time.perf_counter() - started)
+
+    @property
+    def pending_query(self) -> str | None:
+        """The query of a search that was asked for but not answered yet (the retriever failed), else None."""
+        return self._query if self._pending is protocol.ChunkKind.SEARCH and self._query else None
 
     def begin_step(self, action: str) -> str | None:
         """First half of :meth:`step`: append the chunk and return the search query it asks for, or None.
@@ -161,10 +179,11 @@ class ReSearchEnv(gym.Env[str, str]):
         Split out so that a vector env can send every env's pending query to the retriever in one
         batched call, then finish each env with :meth:`end_step`.
         """
-        if self._done or self._pending is not None:
-            raise ResetNeeded("the episode is over: call reset() before step()" if self._done else
-                              "the previous step's search is still pending (did the retriever fail?): finish it with "
-                              "end_step(retriever.search([query], top_k)[0]) once the retriever is back, or reset()")
+        if self._done:
+            raise ResetNeeded("the episode is over: call reset() before step()")
+        if self._pending is not None:
+            raise SearchPendingError("the previous step's search is still pending (did the retriever fail?): retry "
+                                     "it with step(''), or end_step(retriever.search([env.pending_query], top_k)[0])")
         if not isinstance(action, str):
             raise TypeError(f"an action is the policy's next text chunk (str), got {type(action).__name__}; "
                             "wrap the env in wrappers.TokenizedEnv to act with token ids")
@@ -189,7 +208,8 @@ class ReSearchEnv(gym.Env[str, str]):
         if kind is None:
             raise ResetNeeded("end_step() without begin_step()")
         if kind is protocol.ChunkKind.END:
-            return self._finish(score_response(self.response, self._record.golden_answers, self.eos_token))
+            spans = [(start - self._prompt_length, end - self._prompt_length) for start, end in self._env_spans]
+            return self._finish(score_response(self.response, self._record.golden_answers, self.eos_token, spans))
         if kind is protocol.ChunkKind.SEARCH:
             if self.max_searches is not None and self._num_searches >= self.max_searches:
                 return self._truncate("max_searches")
@@ -217,16 +237,12 @@ class ReSearchEnv(gym.Env[str, str]):
 
     def _finish(self, score: EpisodeScore) -> tuple[str, float, bool, bool, dict[str, Any]]:
         self._done = True
-        reward = float(self.reward_fn(score))
-        info = self._info(f1=score.f1, em=score.em, acc=score.acc, format_ok=score.format_ok, answer=score.answer,
-                          reason=score.reason, golden_answers=list(score.golden_answers))
-        return self._transcript, reward, True, False, info
+        return self._transcript, float(self.reward_fn(score)), True, False, self._info(**score.outcome.info())
 
     def _truncate(self, reason: str, **extra: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
         self._done = True
-        info = self._info(f1=0.0, em=0.0, acc=0.0, format_ok=False, answer=None, reason=f"budget: {reason}",
-                          truncation_reason=reason, golden_answers=list(self._record.golden_answers), **extra)
-        return self._transcript, 0.0, False, True, info
+        outcome = EpisodeOutcome.budget_stop(reason, self._record.golden_answers)
+        return self._transcript, 0.0, False, True, self._info(**outcome.info(), **extra)
 
     def _info(self, **extra: Any) -> dict[str, Any]:
         return {"question_id": self._record.id, "prompt_length": self._prompt_length,

@@ -84,6 +84,22 @@ class FormatVerdict:
     reason: str
 
 
+def policy_view(response: str, env_spans: Sequence[tuple[int, int]]) -> str:
+    """``response`` with each env-written span (a result block; offsets into ``response``) read as an empty
+    ``" <result></result>"``: what the format check and the answer extraction read, so that a retrieved
+    passage holding ``<think>``, ``<answer>`` or ``\\boxed{}`` cannot change the reward. The tags stay, because
+    the format rule "each ``</search>`` is followed by ``<result>…</result>``" is about where the env answered."""
+    pieces, cursor = [], 0
+    for start, end in env_spans:
+        if not cursor <= start <= end <= len(response):
+            raise ValueError(f"env span ({start}, {end}) is not an ordered span of the {len(response)}-character "
+                             "response; pass the env's info['env_spans'] shifted by info['prompt_length']")
+        pieces += [response[cursor:start], f" {RESULT_OPEN}{RESULT_CLOSE}"]
+        cursor = end
+    pieces.append(response[cursor:])
+    return "".join(pieces)
+
+
 def check_format(response: str) -> FormatVerdict:
     """The format gate of ReSearch's reward (SPEC §2.2); ``response`` is the assistant's text only."""
     n_think = response.count(THINK_OPEN)
