@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.error import ResetNeeded
 
 from research_env import protocol
@@ -23,6 +25,9 @@ from research_env.templates import PromptTemplate, render_prompt, resolve_templa
 #: MuSiQue episode with top-5 results is about 15k characters. 64k characters never cuts a legitimate
 #: episode; token-exact budgets belong to the token wrappers.
 DEFAULT_MAX_CONTEXT_CHARS = 65_536
+#: Passages longer than this are cut (with a warning): the longest shipped passage has 4,181 characters and a
+#: DPR passage about 600, while one 10 MB passage would otherwise become a 10M-character result block.
+DEFAULT_MAX_PASSAGE_CHARS = 8192
 
 
 class SearchPendingError(ResetNeeded):
@@ -42,7 +47,12 @@ class ReSearchEnv(gym.Env[str, str]):
       per-call token limit).
 
     ``truncated`` (reward 0) only comes from a budget: the transcript passing ``max_context_chars``,
-    or a search beyond ``max_searches`` (default: unlimited, as in ReSearch).
+    or a search beyond ``max_searches`` (default: unlimited, as in ReSearch). A chunk longer than the whole
+    budget is kept only up to ``max_context_chars`` characters, and a passage up to ``max_passage_chars``
+    (with a warning), so that an observation stays within ``observation_space``.
+
+    If the retriever fails (raises), the chunk stays appended and its search pending
+    (:attr:`pending_query`): ``step("")`` retries it.
 
     Every ``info`` holds ``env_spans``, the ``(start, end)`` character spans of the observation that the
     env wrote after the prompt (the result blocks, which training masks out of the policy loss), and
@@ -69,6 +79,7 @@ class ReSearchEnv(gym.Env[str, str]):
         top_k: int = 5,
         max_searches: int | None = None,
         max_context_chars: int = DEFAULT_MAX_CONTEXT_CHARS,
+        max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS,
         apply_chat: bool = False,
         template: str | os.PathLike | PromptTemplate | None = None,
         tokenizer: Any = None,
@@ -81,6 +92,9 @@ class ReSearchEnv(gym.Env[str, str]):
             raise ValueError("ReSearchEnv needs dataset=PATH (FlashRAG JSONL, parquet, raw MuSiQue/HotpotQA/2Wiki)")
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if max_passage_chars < 1 or max_context_chars < 1:
+            raise ValueError(f"max_passage_chars and max_context_chars must be >= 1, got {max_passage_chars} and "
+                             f"{max_context_chars}")
         if max_searches is not None and max_searches < 0:
             raise ValueError(f"max_searches must be >= 0 or None, got {max_searches}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -90,6 +104,7 @@ class ReSearchEnv(gym.Env[str, str]):
             raise ValueError("pass either corpus= (indexed with BM25) or retriever=, not both")
         self.retriever: Retriever = retriever if retriever is not None else shared_retriever(corpus)
         self.top_k, self.max_searches, self.max_context_chars = top_k, max_searches, max_context_chars
+        self.max_passage_chars = max_passage_chars
         self.apply_chat = apply_chat
         if apply_chat and tokenizer is None:
             from research_env.tokenizer import build_qwen25_tokenizer
@@ -105,9 +120,11 @@ class ReSearchEnv(gym.Env[str, str]):
             protocol.CHAT_EOS_TOKEN if apply_chat else protocol.BASE_EOS_TOKEN)
         self.reward_fn = get_reward_fn(reward_fn)
         self.render_mode = render_mode
-        # A budget-passing observation is at most one chunk and one result block longer than the budget.
-        self.observation_space = UnicodeText(2 * max_context_chars)
+        # A chunk longer than the whole budget is cut to it (the step truncates anyway), so an observation is at
+        # most one chunk and one result block longer than the budget.
         self.action_space = UnicodeText(max_context_chars)
+        result_chars = len(protocol.format_result([""] * top_k)) + top_k * (max_passage_chars + 1)
+        self.observation_space = UnicodeText(2 * max_context_chars + result_chars)
         self._transcript = ""
         self._done = True
         self._pending = None
@@ -133,13 +150,7 @@ class ReSearchEnv(gym.Env[str, str]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
-        options = options or {}
-        if "question_id" in options:
-            index = self.dataset.index_of(options["question_id"])
-        elif "index" in options:
-            index = int(options["index"])
-        else:
-            index = int(self.np_random.integers(len(self.dataset)))
+        index = self._question_index(options or {})
         self._record = self.dataset[index]
         self._transcript = render_prompt(self._record.question, self.template, self.apply_chat, self.tokenizer)
         self._prompt_length = len(self._transcript)
@@ -150,6 +161,26 @@ class ReSearchEnv(gym.Env[str, str]):
         self._pending: protocol.ChunkKind | None = None
         self._query = ""
         return self._transcript, self._info(index=index, question=self._record.question)
+
+    def _question_index(self, options: dict[str, Any]) -> int:
+        """The question a reset asks for: ``question_id`` (wins when both are given, as a replayed trace does),
+        ``index`` (an int in ``[0, len(dataset))``), or else one drawn with ``np_random``."""
+        if unknown := sorted(set(options) - {"question_id", "index"}):
+            raise ValueError(f"unknown reset options {unknown}: pass {{'question_id': ID}} or {{'index': i}}")
+        if "question_id" in options:
+            question_id = options["question_id"]
+            if not isinstance(question_id, str | int) or isinstance(question_id, bool):
+                raise TypeError(f"options['question_id'] must be a question id (str), got {question_id!r}")
+            return self.dataset.index_of(question_id)
+        if "index" in options:
+            index = options["index"]
+            if not isinstance(index, int | np.integer) or isinstance(index, bool | np.bool_):
+                raise TypeError(f"options['index'] must be an int, got {index!r} ({type(index).__name__})")
+            if not 0 <= index < len(self.dataset):
+                raise IndexError(f"options['index'] = {index} is out of range: {self.dataset.source} holds "
+                                 f"{len(self.dataset)} questions, so 0 <= index < {len(self.dataset)}")
+            return int(index)
+        return int(self.np_random.integers(len(self.dataset)))
 
     def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
         """One policy chunk (see the class docstring). After the retriever failed (it raised, e.g.
@@ -187,12 +218,18 @@ class ReSearchEnv(gym.Env[str, str]):
         if not isinstance(action, str):
             raise TypeError(f"an action is the policy's next text chunk (str), got {type(action).__name__}; "
                             "wrap the env in wrappers.TokenizedEnv to act with token ids")
+        if len(action) > self.max_context_chars:  # never usable: keep the budget's worth, and truncate in end_step
+            self._transcript += action[: self.max_context_chars]
+            self._pending = protocol.ChunkKind.CONTINUE
+            return None
         self._transcript += action
         policy_text = self._transcript[self._policy_start :]
         self._pending = protocol.classify_chunk(policy_text, self.eos_token)
         if self._pending is protocol.ChunkKind.SEARCH:
             over_budget = self.max_searches is not None and self._num_searches >= self.max_searches
-            self._query = "" if over_budget else protocol.extract_search_query(policy_text)
+            # A lone surrogate cannot travel to a retriever (JSON, HTTP, the JVM): it is searched as U+FFFD.
+            query = "" if over_budget else protocol.extract_search_query(policy_text)
+            self._query = protocol.replace_lone_surrogates(query)
             return self._query or None  # an empty query is never sent to the retriever
         return None
 
@@ -217,7 +254,7 @@ class ReSearchEnv(gym.Env[str, str]):
             if query and documents is None:
                 raise ValueError(f"end_step() needs the documents retrieved for the query {query!r}")
             documents = list(documents or [])
-            contents = [d.contents for d in documents] if query else [protocol.EMPTY_QUERY_NOTICE]
+            contents = [self._passage(d) for d in documents] if query else [protocol.EMPTY_QUERY_NOTICE]
             self._append_result(contents)
             search = {"query": query, "doc_ids": [d.id for d in documents], "scores": [d.score for d in documents],
                       "latency_s": latency_s}
@@ -227,6 +264,16 @@ class ReSearchEnv(gym.Env[str, str]):
         if len(self._transcript) > self.max_context_chars:
             return self._truncate("max_context_chars")
         return self._transcript, 0.0, False, False, self._info()
+
+    def _passage(self, document: Document) -> str:
+        """A document's contents as the env writes them: at most ``max_passage_chars`` characters, and lone
+        surrogates (not Unicode characters: no tokenizer, JSON or HTTP client carries them) as U+FFFD."""
+        contents = document.contents
+        if len(contents) > self.max_passage_chars:
+            warnings.warn(f"passage {document.id!r} has {len(contents):,} characters; the result block keeps its "
+                          f"first {self.max_passage_chars:,} (max_passage_chars)", stacklevel=3)
+            contents = contents[: self.max_passage_chars]
+        return protocol.replace_lone_surrogates(contents)
 
     def _append_result(self, contents: list[str]) -> None:
         start = len(self._transcript)

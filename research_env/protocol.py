@@ -29,6 +29,7 @@ NO_RESULTS_NOTICE = "No documents matched the search query."
 
 _ANSWER_SPAN = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.DOTALL)
 _BOXED = re.compile(r"\\boxed\{|\\fbox\{|\\boxed ")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ChunkKind(enum.Enum):
@@ -74,6 +75,22 @@ def format_result(documents: Sequence[str]) -> str:
     released checkpoints see what they were trained on."""
     body = "\n\n".join(documents).strip() or NO_RESULTS_NOTICE
     return f" {RESULT_OPEN}\n{body}\n{RESULT_CLOSE}"
+
+
+def find_lone_surrogate(text: str) -> int:
+    """Where ``text`` holds a lone UTF-16 surrogate (U+D800–U+DFFF: not a character, so not valid UTF-8 and
+    not encodable by any tokenizer, JSON encoder or HTTP client), or -1."""
+    if text.isascii():
+        return -1
+    match = _SURROGATE.search(text)
+    return match.start() if match else -1
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (see :func:`find_lone_surrogate`) as U+FFFD."""
+    if find_lone_surrogate(text) < 0:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from wrappers import (
     EpisodeStatistics,
     RecordTrace,
     TokenIds,
+    TokenizationError,
     TokenizedEnv,
     TraceMismatchError,
     load_trace,
@@ -60,7 +61,7 @@ class FakeRetriever:
         ("p2", '"La Cañada Flintridge"\nLa Can\u0303ada Flintridge is a city in California.'),
         ("p3", '"中文"\n中文 means Chinese; 𠀀 is a rare character and 🧬 is DNA.'),
         ("p4", f'"Tokens"\nThis passage quotes {EOS}, <|im_end|> and <tool_call> as plain text.'),
-        ("p5", '"Tags"\nA passage holding </result> and <search> tags.'),
+        ("p5", '"Tags"\nA passage holding </result> and <search> tags, and a lone surrogate \udc80.'),
     )
 
     def __init__(self, bonus: float = 0.0) -> None:
@@ -124,7 +125,7 @@ def decode(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def check_segments(tokenizer, obs: dict, info: dict, done: bool) -> None:
+def check_segments(tokenizer, obs: dict, info: dict, done: bool, truncated: bool = False) -> None:
     """Mask runs decode to exactly the text they stand for: env runs to the prompt and the result blocks
     (so no token straddles a boundary), policy runs to the policy's text between them. Only the open
     run of an unfinished episode may decode to more: a carried partial character, decoded as U+FFFD."""
@@ -141,7 +142,9 @@ def check_segments(tokenizer, obs: dict, info: dict, done: bool) -> None:
             continue
         end = env_spans[k][0] if k < len(env_spans) else len(text)
         written, cursor = text[cursor:end], end
-        if n == len(runs) - 1 and not done:
+        if n == len(runs) - 1 and truncated:  # the env may have kept only the budget's worth of the last chunk
+            assert decoded.startswith(written)
+        elif n == len(runs) - 1 and not done:
             assert decoded.startswith(written)
             assert decoded == written or decoded.endswith("\ufffd")
         else:
@@ -170,7 +173,7 @@ def run_checked(env: TokenizedEnv, actions: list, *, index: int = 0) -> list[tup
         else:
             assert new[:n_policy] == list(action)  # sampled ids are kept verbatim
         assert obs["text"] == env.unwrapped.prompt + env.unwrapped.response
-        check_segments(tokenizer, obs, info, done=terminated or truncated)
+        check_segments(tokenizer, obs, info, done=terminated or truncated, truncated=truncated)
         steps.append((action, obs, reward, terminated, truncated, info))
         if terminated or truncated:
             break
@@ -180,7 +183,8 @@ def run_checked(env: TokenizedEnv, actions: list, *, index: int = 0) -> list[tup
 PIECES = st.sampled_from(["<think>", "</think>", "<search>", "</search>", "</result>", "<answer>", "</answer>",
                           "\\boxed{Paris}", " ", "\n", "capital of France", "é", "e\u0301", "n\u0303", "中文", "𠀀",
                           "🧬", "\ufffd", "<|im_end|>", EOS])
-CHUNK_TEXT = st.lists(st.one_of(PIECES, st.text(max_size=6)), max_size=6).map("".join)
+HUGE = st.just("a huge chunk " * 700)  # 9.1k characters: more than the fuzzed envs' whole budget (below)
+CHUNK_TEXT = st.lists(st.one_of(PIECES, st.text(max_size=6), HUGE), max_size=6).map("".join)
 ENDINGS = st.sampled_from(["", "", "</search>", " </search>\n", EOS])
 
 
@@ -206,12 +210,12 @@ def episode_actions(tokenizer) -> st.SearchStrategy[list]:
 
 @pytest.fixture(scope="module")
 def tiny_view(tiny, musique) -> TokenizedEnv:
-    return TokenizedEnv(fake_env(musique, max_searches=3), tiny)
+    return TokenizedEnv(fake_env(musique, max_searches=3, max_context_chars=8192), tiny)
 
 
 @pytest.fixture(scope="module")
 def qwen_view(qwen, musique) -> TokenizedEnv:
-    return TokenizedEnv(fake_env(musique, max_searches=3), qwen)
+    return TokenizedEnv(fake_env(musique, max_searches=3, max_context_chars=8192), qwen)
 
 
 @pytest.mark.slow
@@ -266,6 +270,14 @@ def test_passages_cannot_inject_added_tokens(qwen_view, tiny_view):
         env_ids = {i for i, m in zip(obs["input_ids"], obs["policy_mask"], strict=True) if m == 0}
         assert env_ids.isdisjoint(view.tokenizer.added_tokens_decoder)
     assert qwen_view.tokenizer.convert_tokens_to_ids("<tool_call>") == 151657
+
+
+def test_a_lone_surrogate_is_a_clear_error_and_passages_never_carry_one(qwen_view):
+    qwen_view.reset(options={"index": 0})
+    with pytest.raises(TokenizationError, match="lone surrogate"):
+        qwen_view.step("a \ud800 b")
+    (_, obs, *_), = run_checked(qwen_view, ["<search> passage holding tags </search>"])
+    assert "a lone surrogate \ufffd." in obs["text"]
 
 
 def test_a_decomposed_character_stays_decomposed(qwen_view):
@@ -515,9 +527,16 @@ def test_the_stack_runs_in_vector_envs_with_next_step_autoreset(vector_env, tiny
 
 # --- recovery after a retriever outage (issue 12, item 3) -------------------------------------------------------
 
+class SurrogateFreeRetriever(FakeRetriever):
+    """FakeRetriever without its lone-surrogate passage, which the service cannot send as JSON (issue 12 item 4)."""
+
+    identity = "fake:four-passages"
+    PASSAGES = tuple(p for p in FakeRetriever.PASSAGES if p[0] != "p5")
+
+
 class LiveService:
-    """The real retrieval service (FastAPI + uvicorn on 127.0.0.1) over FakeRetriever, in a thread, that can be
-    stopped and started again on the same port."""
+    """The real retrieval service (FastAPI + uvicorn on 127.0.0.1) over SurrogateFreeRetriever, in a thread, that
+    can be stopped and started again on the same port."""
 
     def __init__(self) -> None:
         with socket.socket() as s:
@@ -526,7 +545,8 @@ class LiveService:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LiveService:
-        config = uvicorn.Config(create_app(FakeRetriever()), host="127.0.0.1", port=self.port, log_level="error")
+        app = create_app(SurrogateFreeRetriever())
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

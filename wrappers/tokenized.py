@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium.spaces import Dict, Discrete, Sequence
 
 from research_env.env import SearchPendingError
-from research_env.protocol import ChunkKind, classify_chunk
+from research_env.protocol import ChunkKind, classify_chunk, find_lone_surrogate
 
 #: What a byte-level tokenizer decodes an incomplete UTF-8 character to.
 REPLACEMENT_CHAR = "\ufffd"
@@ -138,7 +138,8 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
       ever receives complete characters); while text is carried, enough of it is held back that the
       env never sees a chunk ending in ``</search>`` or EOS which the policy did not end there. The
       next action completes the character (or, if it can't be completed, delivers U+FFFD as decoded).
-      Only a step the env truncates on its own budget can leave carried bytes out of ``text``.
+      Only a step the env truncates on its own budget can leave carried bytes out of ``text``, and so can
+      a chunk longer than the env's whole budget, of which the env keeps only ``max_context_chars``.
 
     Example:
         >>> import gymnasium as gym, research_env
@@ -218,6 +219,8 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
                 self._text += chunk
             raise
         self._text += chunk
+        if truncated and len(text) < len(self._text) and self._text.startswith(text):
+            self._text = text  # the env kept only the budget's worth of an over-long chunk; its ids all stay
         if not text.startswith(self._text):
             raise RuntimeError("the inner env rewrote its transcript; TokenizedEnv needs an append-only env")
         if len(text) > len(self._text):  # the env wrote a result block: the policy's run is over
@@ -228,6 +231,11 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
     def encode_text(self, text: str, *, plain: bool = False) -> list[int]:
         """Token ids that decode to exactly ``text``. With ``plain`` (env-written text) the string of every added
         token, special or not, is spelled as ordinary text, so that passages never inject control tokens."""
+        if (at := find_lone_surrogate(text)) >= 0:
+            raise TokenizationError(
+                f"the text holds a lone surrogate {text[at]!r} at {at}, which is not a character "
+                "and cannot be tokenised; replace it (protocol.replace_lone_surrogates)"
+            )
         cuts: set[int] = set()
         as_bytes: set[int] = set()  # positions of characters to write as their UTF-8 bytes' tokens
         if plain:
