@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+import unicodedata
 from itertools import groupby
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from research_env.assets import DEMO_CORPUS, DEMO_DATASETS
 from research_env.env import SearchPendingError
 from research_env.retrieval.http import HTTPRetriever, RetrieverUnavailable
 from research_env.retrieval.service import create_app
-from research_env.tokenizer import CHAT_TEMPLATE, build_qwen25_tokenizer
+from research_env.tokenizer import CHAT_TEMPLATE, build_qwen25_tokenizer, qwen25_text_encoder
 from research_env.vector import BatchedRetrievalVectorEnv
 from wrappers import (
     Budget,
@@ -242,6 +243,23 @@ def test_token_invariants_hold_on_arbitrary_episodes_with_the_qwen25_tokenizer(q
 def test_text_is_encoded_so_that_it_decodes_back_unchanged(qwen_view, tiny_view, text):
     for view in (qwen_view, tiny_view):
         assert decode(view.tokenizer, view.encode_text(text)) == text
+
+
+ADDED = st.sampled_from(["<tool_call>", "</tool_call>", "<|fim_pad|>", EOS, "<|im_end|>", "<|im_start|>"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.lists(st.one_of(st.text(), ADDED), max_size=5).map("".join))
+@example(text="\u2126 <tool_call> e\u0301")
+def test_env_text_spells_added_tokens_and_is_otherwise_encoded_as_the_tokenizer_does(qwen_view, tiny_view, text):
+    """Env text (``plain``) decodes back unchanged and holds no added token; where the text holds no added-token
+    string and the normaliser keeps it, its ids are exactly the tokenizer's own (Qwen2.5's come from tiktoken)."""
+    for view in (qwen_view, tiny_view):
+        ids = view.encode_text(text, plain=True)
+        assert decode(view.tokenizer, ids) == text and view._added_ids.isdisjoint(ids)
+        if unicodedata.is_normalized("NFC", text) and not any(t in text for t in view._added_strings):
+            assert ids == view.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert qwen25_text_encoder(qwen_view.tokenizer) is not None and qwen25_text_encoder(tiny_view.tokenizer) is None
 
 
 def test_a_character_split_over_two_actions_reaches_the_env_whole(qwen_view):
