@@ -88,3 +88,19 @@ def test_train_grpo_torch_script_runs():
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "iter    1/1 | reward" in result.stdout
+
+
+def test_warmup_raises_the_rate_linearly_over_iterations_as_the_rllib_schedule_does(small_vocab):
+    from agents.training.settings import warmup_factor, warmup_lr
+
+    tokenizer, ids = small_vocab
+    trainer = make_trainer(tokenizer, ids, lr=1e-3, warmup_iterations=3)
+    rates = [trainer.iteration()["charts/learning_rate"] for _ in range(5)]
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    # RLlib's piecewise schedule of the same warmup, at each iteration's first sampled trajectory
+    schedule = warmup_lr(1e-3, 3, trajectories_per_iteration=4)
+    for i, rate in enumerate(rates):
+        t = min(i * 4, schedule[-1][0])
+        (t0, lr0), (t1, lr1) = schedule
+        assert rate == pytest.approx(lr0 + (lr1 - lr0) * (t - t0) / (t1 - t0))
+    assert warmup_factor(10, 0) == 1.0

@@ -124,7 +124,6 @@ class TorchGRPO:
     question_ids: Sequence[str]
     config: GRPOSettings
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
     backend: HFBackend
     rng: random.Random
     step: int = 0
@@ -139,12 +138,9 @@ class TorchGRPO:
         if config.kl_coef:
             reference = copy.deepcopy(policy).eval().requires_grad_(False)
         optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
-        # Stepped once per iteration: the warmup counts iterations, as the RLlib trainer's does.
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda iteration: warmup_factor(iteration, config.warmup_iterations))
         backend = HFBackend(policy, tokenizer, temperature=config.temperature, seed=config.seed,
                             batch_size=max(1, config.prompts_per_batch * config.group_size))
-        return cls(policy, reference, tokenizer, envs, list(question_ids), config, optimizer, scheduler, backend,
+        return cls(policy, reference, tokenizer, envs, list(question_ids), config, optimizer, backend,
                    random.Random(config.seed))
 
     def iteration(self) -> dict[str, float]:
@@ -161,10 +157,12 @@ class TorchGRPO:
         advantages = compute_advantages(get_algorithm(config.algorithm).advantage, rewards, group_ids)  # [N]
         # 3. update: minibatches of whole groups, clipped loss with KL to the reference and the entropy bonus
         learner_started = time.perf_counter()
-        learning_rate = self.optimizer.param_groups[0]["lr"]
+        # The warmup counts iterations, as the RLlib trainer's schedule does.
+        learning_rate = config.lr * warmup_factor(self.step, config.warmup_iterations)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
         update = grpo_update(self.policy, self.reference, self.optimizer, trajectories, advantages, config,
                              self.backend.pad_token_id)
-        self.scheduler.step()
         learner_s = time.perf_counter() - learner_started
         # 4. logging, in the RLlib trainer's vocabulary
         self.step += 1
