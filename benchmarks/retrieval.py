@@ -95,7 +95,7 @@ def bench_service(index: Path, corpus_name: str, queries: list[str], clients: in
     server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve_retriever.py"), "--index", str(index),
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        client = HTTPRetriever(f"http://127.0.0.1:{port}", deadline_s=60, max_attempts=400, max_backoff_s=0.2)
+        client = HTTPRetriever(f"http://127.0.0.1:{port}", deadline_s=60, max_backoff_s=0.2)
         client.health()
         latencies: list[float] = []
 
