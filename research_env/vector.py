@@ -14,6 +14,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import iterate
 
 from research_env.retrieval.base import Document, Retriever
+from research_env.retrieval.grouping import search_grouped
 
 
 @dataclass
@@ -62,24 +63,15 @@ class _Round:
                 self.running += len(parked)
             if not parked:
                 return calls
-            groups: dict[tuple[int, int], list[_Search]] = {}
-            for search in parked:
-                groups.setdefault((id(search.retriever), search.k), []).append(search)
-            for group in groups.values():
-                queries = [q for s in group for q in s.queries]
-                calls += 1
-                try:
-                    results = group[0].retriever.search(queries, group[0].k)
-                except Exception as e:  # raised in each searching sub-env's step, as a direct call would
-                    for s in group:
-                        s.error = e
+            outcomes, made = search_grouped([(s.retriever, s.queries, s.k) for s in parked])
+            calls += made
+            for search, outcome in zip(parked, outcomes, strict=True):
+                # an error is raised in each searching sub-env's step, as a direct call would raise it
+                if isinstance(outcome, Exception):
+                    search.error = outcome
                 else:
-                    start = 0
-                    for s in group:
-                        s.result = results[start:start + len(s.queries)]
-                        start += len(s.queries)
-                for s in group:
-                    s.done.set()
+                    search.result = outcome
+                search.done.set()
 
 
 class _RoundRetriever:
