@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import research_env  # noqa: F401  (registers the ids)
 from research_env import protocol
 from research_env.registration import ENV_IDS
+from research_env.reward import EpisodeOutcome
 
 QID = "2hop__403712_793210"  # Edward Baring's father's father: Sir Francis Baring, 1st Baronet
 RESULT_BLOCK = re.compile(r" <result>\n.*\n</result>", re.DOTALL)
@@ -261,3 +262,27 @@ def test_a_passage_cannot_change_the_reward_unless_research_rule_is_asked_for(re
     _, r, terminated, _, info = env.step(finish("Sir Francis Baring, 1st Baronet"))
     assert (r, terminated, info["answer"], info["format_ok"], info["f1"]) == (
         reward, True, "Sir Francis Baring, 1st Baronet", True, 1.0)
+
+
+def test_every_episode_end_reports_one_outcome_schema(env):
+    """The env's answer, the env's own budget stop and Budget's stop all carry EpisodeOutcome's keys (SPEC §9)."""
+    from wrappers import Budget
+
+    env.reset(options={"question_id": QID})
+    answered = env.step(finish("Henry Baring"))[4]
+    searches = gym.make("ReSearch-MuSiQue-v0", max_searches=0)
+    searches.reset(options={"question_id": QID})
+    env_stop = searches.step("<search> q </search>")[4]
+    turns = Budget(gym.make("ReSearch-MuSiQue-v0"), max_turns=1)
+    turns.reset(options={"question_id": QID})
+    budget_stop = turns.step("<think> hmm")[4]
+    outcomes = [EpisodeOutcome.from_info(info) for info in (answered, env_stop, budget_stop)]
+    assert [o.truncation_reason for o in outcomes] == [None, "max_searches", "max_turns"]
+    golden = ("Sir Francis Baring, 1st Baronet",)
+    assert outcomes[0] == EpisodeOutcome(pytest.approx(2 / 7), 0.0, 0.0, True, "Henry Baring", "correct answer",
+                                         golden)
+    assert outcomes[2] == EpisodeOutcome.budget_stop("max_turns", golden)
+    for info, outcome in zip((answered, env_stop, budget_stop), outcomes, strict=True):
+        assert {k: info[k] for k in outcome.info()} == outcome.info()
+    with pytest.raises(KeyError, match="only the info of a step that ended the episode"):
+        EpisodeOutcome.from_info(env.reset(seed=0)[1])

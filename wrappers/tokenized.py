@@ -200,9 +200,10 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
         return self._observation(), info
 
     def step(self, action: list[int] | str) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
-        ids = self.encode_text(action) if isinstance(action, str) else [int(i) for i in action]
+        ids = self.encode_text(action) if isinstance(action, str) else list(map(int, action))
         vocab_size = self.action_space.feature_space.n
-        if unknown := [i for i in ids if not 0 <= i < vocab_size]:
+        if ids and (min(ids) < 0 or max(ids) >= vocab_size):
+            unknown = [i for i in ids if not 0 <= i < vocab_size]
             raise ValueError(f"token ids must lie in [0, {vocab_size}), got {unknown}")
         pending = getattr(self.env.unwrapped, "pending_query", None)
         if pending is not None and ids:

@@ -33,6 +33,7 @@ from agents.training.algorithms import (
 )
 from agents.training.reporting import rollout_charts
 from agents.training.settings import GRPOSettings, warmup_factor
+from research_env.reward import EpisodeOutcome
 
 
 @dataclass
@@ -218,6 +219,6 @@ def evaluate_policy(model: PreTrainedModel, tokenizer: Any, envs: Sequence[gym.E
                         batch_size=max(1, len(question_ids) * samples))
     order = [q for q in question_ids for _ in range(samples)]
     episodes = list(run_episodes(envs, backend, order, config))
-    return Evaluation([float(e.reward) for e in episodes],
-                      [float(bool(e.info.get("format_ok", False))) for e in episodes],
-                      [float(e.info.get("f1", 0.0)) for e in episodes])
+    outcomes = [EpisodeOutcome.from_info(e.info) for e in episodes]
+    return Evaluation([float(e.reward) for e in episodes], [float(o.format_ok) for o in outcomes],
+                      [o.f1 for o in outcomes])

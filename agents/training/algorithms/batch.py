@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from research_env.reward import EpisodeOutcome
+
 
 @dataclass
 class Trajectory:
@@ -42,9 +44,9 @@ def trajectory_from_episode(episode: Any, group_id: int) -> Trajectory:
     for i, logprob in zip(positions, sampled_logprobs, strict=True):
         if not math.isnan(logprob):  # NaN: a token re-encoded after a stop string, never sampled as such
             loss_mask[i], old_logprobs[i] = 1, float(logprob)
-    info = episode.info
-    stats = {"reward": float(episode.reward), "f1": float(info.get("f1", 0.0)),
-             "format_ok": float(bool(info.get("format_ok", False))), "searches": float(info.get("num_searches", 0)),
+    outcome = EpisodeOutcome.from_info(episode.info)
+    stats = {"reward": float(episode.reward), "f1": outcome.f1, "format_ok": float(outcome.format_ok),
+             "searches": float(episode.info["num_searches"]),
              "response_tokens": float(sum(policy_mask)), "truncated": float(episode.truncated)}
     return Trajectory(input_ids, loss_mask, old_logprobs, float(episode.reward), group_id, stats)
 
