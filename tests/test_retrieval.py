@@ -128,3 +128,27 @@ def test_every_backend_refuses_duplicate_ids_and_cuts_absurd_passages(tmp_path):
         docs = {d.id: d.contents for d in load(index).search(["zebra"], 2)[0]}
         assert len(docs["huge"]) == MAX_PASSAGE_CHARS and docs["small"] == "zebra crossing"
 
+
+def test_concurrent_cache_builds_build_once(tmp_path):
+    """build_once, behind every cached index: racing builders wait for the first one and reuse its result."""
+    import threading
+    import time
+
+    from research_env.staging import build_once, staged_directory
+
+    builds = []
+
+    def build(target):
+        builds.append(target)
+        with staged_directory(target) as staging:
+            time.sleep(0.3)
+            (staging / "done").touch()
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(build_once(tmp_path / "idx", build)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and results == [tmp_path / "idx"] * 4 and (tmp_path / "idx" / "done").is_file()
