@@ -218,7 +218,6 @@ def create_app(
         status = 503 if isinstance(exc, BatcherClosed) else 500
         return JSONResponse({"detail": f"retriever failed: {exc}"}, status_code=status)
 
-    @app.post("/search")
     async def search_one(request: Request) -> Response:
         body: SearchRequest = await request_of(SearchRequest, request)
         docs = (await search([body.query], body.top_n))[0]
@@ -227,7 +226,6 @@ def create_app(
         )
         return _json(content, clamped(body.top_n))
 
-    @app.post("/batch_search")
     async def batch_search(request: Request) -> Response:
         body: BatchSearchRequest = await request_of(BatchSearchRequest, request)
         check_size(body.query, "query", limits)
@@ -236,7 +234,6 @@ def create_app(
         content: Any = [docs, [[d.score for d in ds] for ds in results]] if body.return_score else docs
         return _json(content, clamped(body.top_n))
 
-    @app.post("/retrieve")
     async def retrieve(request: Request) -> Response:
         body: RetrieveRequest = await request_of(RetrieveRequest, request)
         check_size(body.queries, "queries", limits)
@@ -246,6 +243,11 @@ def create_app(
         else:
             content = [[_doc(d) for d in ds] for ds in results]
         return _json({"result": content}, clamped(body.topk))
+
+    # Plain Starlette routes: the body is parsed and validated by `parse` already, and FastAPI's dependency
+    # machinery (query-parameter parsing included) cost ~10% of the service's CPU per request under load.
+    for path, endpoint in (("/search", search_one), ("/batch_search", batch_search), ("/retrieve", retrieve)):
+        app.add_route(path, endpoint, methods=["POST"])
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
