@@ -82,6 +82,8 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     """The optimizer's unsharded state on rank 0's CPU, in ``optimizer.state_dict()``'s own layout (parameters
     numbered in order): the very state an unsharded optimizer over the same parameters holds, so that
     checkpoints move between FSDP and DDP. A collective: every rank must call it."""
+    if not optimizer.state:  # torch would initialise the state with a zero-gradient step, which counts in AdamW
+        return optimizer.state_dict()
     state = get_optimizer_state_dict(model, optimizer, options=_FULL_ON_RANK0)
     if not state:
         return {}
@@ -97,6 +99,9 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
 def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """Load a state in ``optimizer.state_dict()``'s layout (from :func:`full_optimizer_state` or an unsharded
     optimizer), which every rank holds, into the optimizer of the sharded ``model``."""
+    if not state["state"]:  # nothing to shard (and see full_optimizer_state)
+        optimizer.load_state_dict(state)
+        return
     names = {id(p): fqn for fqn, p in model.named_parameters()}
     fqns = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
     by_name = {
