@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     rllib.add_argument("--num-env-runners", type=int, default=0, help="0: sample in this process")
     rllib.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
     rllib.add_argument("--lora-rank", type=int, default=16)
+    memory = p.add_argument_group("learner memory (see agents/training/memory.py for what fits where)")
+    memory.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                        help="compute dtype (default: bfloat16 on a GPU, float32 on CPU); log-probs and loss are float32")
+    memory.add_argument("--gradient-checkpointing", action="store_true", help="recompute layers in the backward pass")
+    memory.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp",
+                        help="ddp: replicate the model on each learner; fsdp: shard it over --num-learners (FSDP2)")
     rllib.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
     rllib.add_argument("--ray-all-interfaces", action="store_true",
                        help="let the local Ray instance listen on every interface (default: 127.0.0.1 only)")
@@ -63,7 +69,8 @@ def build_config(args: argparse.Namespace, model: str | None = None, question_id
     return (GRPOConfig()
             .environment(env=args.env, env_config=env_kwargs(args))
             .training(**{k: v for k, v in asdict(settings).items() if k != "seed"}, question_ids=question_ids)
-            .policy(model=model or args.model, lora=lora)
+            .policy(model=model or args.model, lora=lora, dtype=args.dtype,
+                    gradient_checkpointing=args.gradient_checkpointing, strategy=args.strategy)
             .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
             .env_runners(num_env_runners=args.num_env_runners)
             .debugging(seed=settings.seed))

@@ -69,8 +69,10 @@ class GRPOConfig(AlgorithmConfig):
         # What RLlib has no notion of: the questions and the LM.
         self.question_ids: list[str] | None = None
         self.model_path: str | None = None
-        self.model_dtype = "float32"
+        self.model_dtype: str | None = None  # bfloat16 on a GPU, float32 on CPU
         self.lora: dict[str, Any] | None = None
+        self.gradient_checkpointing = False
+        self.learner_strategy = "ddp"
 
     def training(self, *, question_ids: list[str] | None = NotProvided, **kwargs: Any) -> GRPOConfig:
         """Any field of :class:`GRPOSettings` by name, plus AlgorithmConfig's own training arguments.
@@ -93,15 +95,24 @@ class GRPOConfig(AlgorithmConfig):
         budgets = dict(max_new_tokens=max_new_tokens, max_tokens=max_tokens, max_turns=max_turns)
         return self.training(**{name: value for name, value in budgets.items() if value is not NotProvided})
 
-    def policy(self, *, model: str | None = NotProvided, dtype: str = NotProvided,
-               lora: dict[str, Any] | None = NotProvided) -> GRPOConfig:
-        """The LM: a local checkpoint directory (None: the tiny default), its dtype, LoRA arguments."""
+    def policy(self, *, model: str | None = NotProvided, dtype: str | None = NotProvided,
+               lora: dict[str, Any] | None = NotProvided, gradient_checkpointing: bool = NotProvided,
+               strategy: str = NotProvided) -> GRPOConfig:
+        """The LM and how the learners hold it: a local checkpoint directory (None: the tiny default), its compute
+        dtype (``"float32"``/``"bfloat16"``; None: bfloat16 on a GPU, float32 on CPU; log-probs and the loss are
+        float32 either way), LoRA arguments, gradient checkpointing, and ``strategy``: ``"ddp"`` replicates the
+        model on every learner, ``"fsdp"`` shards weights, gradients and AdamW's moments over the learners
+        (FSDP2, float32 master weights; needs ``num_learners >= 1``). See ``agents.training.memory``."""
         if model is not NotProvided:
             self.model_path = model
         if dtype is not NotProvided:
             self.model_dtype = dtype
         if lora is not NotProvided:
             self.lora = lora
+        if gradient_checkpointing is not NotProvided:
+            self.gradient_checkpointing = gradient_checkpointing
+        if strategy is not NotProvided:
+            self.learner_strategy = strategy
         return self
 
     @property
@@ -129,12 +140,22 @@ class GRPOConfig(AlgorithmConfig):
         self.settings.validate()
         if self.question_ids is not None and len(set(self.question_ids)) != len(self.question_ids):
             raise ValueError("question_ids has duplicates: each question is one group per batch")
+        if self.model_dtype not in (None, "float32", "bfloat16"):
+            raise ValueError(f"policy(dtype=...) must be 'float32', 'bfloat16' or None (bfloat16 on a GPU), got "
+                             f"{self.model_dtype!r}")
+        if self.learner_strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"policy(strategy=...) must be 'ddp' or 'fsdp', got {self.learner_strategy!r}")
+        if self.learner_strategy == "fsdp" and (self.num_learners < 1 or self.lora):
+            raise ValueError("policy(strategy='fsdp') shards over the learner actors' process group and trains all "
+                             "weights: set learners(num_learners=N) with N >= 1 and leave lora unset (LoRA's "
+                             "adapters are small enough to replicate: use strategy='ddp')")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from agents.training.rllib.module import CausalLMModule
 
         return RLModuleSpec(module_class=CausalLMModule, model_config={
-            "model": self.model_path, "dtype": self.model_dtype, "kl_coef": self.kl_coef, "lora": self.lora})
+            "model": self.model_path, "dtype": self.model_dtype, "kl_coef": self.kl_coef, "lora": self.lora,
+            "gradient_checkpointing": self.gradient_checkpointing, "strategy": self.learner_strategy})
 
     def get_default_learner_class(self) -> type:
         from agents.training.rllib.learner import GRPOTorchLearner
