@@ -14,7 +14,8 @@ import gymnasium as gym
 class EpisodeRecord:
     """One question's outcome, as written to the traces JSONL. ``num_searches`` counts the agent's
     retriever calls (a baseline retrieves outside the tag protocol, so the env cannot count them);
-    ``details`` keeps whatever lets a reader see how the answer came about (queries, prompts)."""
+    ``details`` keeps whatever lets a reader see how the answer came about (queries, prompts); ``prompt`` is the
+    env's prompt, exactly as the model saw it before its response."""
 
     question_id: str
     question: str
@@ -30,6 +31,7 @@ class EpisodeRecord:
     response: str
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
 
 
 def record_from_info(env: gym.Env, reward: float, info: dict[str, Any], response: str, *,
@@ -43,7 +45,7 @@ def record_from_info(env: gym.Env, reward: float, info: dict[str, Any], response
         acc=float(info.get("acc", 0.0)), format_ok=bool(info.get("format_ok", False)), reward=float(reward),
         num_searches=int(info.get("num_searches", 0) if num_searches is None else num_searches),
         generated_tokens=generated_tokens, response=response, reason=str(info.get("reason", "")),
-        details=details or {},
+        details=details or {}, prompt=env.unwrapped.prompt,
     )
 
 
