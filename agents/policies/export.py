@@ -4,6 +4,7 @@ Hugging Face checkpoint (weights and tokenizer, LoRA adapters merged) that any H
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,12 @@ class NotACheckpointError(FileNotFoundError):
 
 
 def is_hf_checkpoint(path: str | os.PathLike) -> bool:
-    return (Path(path) / "config.json").is_file()
+    """A ``config.json`` with a ``model_type``: a training run's own ``config.json`` (its flags) is not one."""
+    config = Path(path) / "config.json"
+    try:
+        return config.is_file() and "model_type" in json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
 
 
 def is_rllib_run(path: str | os.PathLike) -> bool:
