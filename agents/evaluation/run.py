@@ -279,21 +279,31 @@ def write_results(results: dict[str, dict], output: Path, *, title: str) -> None
 
 
 def _plot(results: dict[str, dict], path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = results_figure(results, title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def results_figure(results: dict[str, dict], title: str):  # -> matplotlib.figure.Figure
+    """EM, F1 and acc per dataset in percent, each bar labelled with its value and each dataset with its n, so
+    that a run scoring 0 reads as "0.0" on every bar rather than as an empty chart."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names, metrics, width = list(results), ("em", "f1", "acc"), 0.25
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(names)) + 1.0, 3.2))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.8 * len(names)) + 1.0, 3.4))
     for k, metric in enumerate(metrics):
-        ax.bar([i + (k - 1) * width for i in range(len(names))], [100 * results[n][metric] for n in names], width,
-               label=metric.upper() if metric != "acc" else "acc")
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylim(0, 100)
+        bars = ax.bar([i + (k - 1) * width for i in range(len(names))], [100 * results[n][metric] for n in names],
+                      width, label=metric.upper() if metric != "acc" else "acc")
+        ax.bar_label(bars, fmt="%.1f", fontsize="x-small", padding=1)
+    ax.set_xticks(range(len(names)), [f"{name}\nn={results[name]['n']}" for name in names])
+    ax.set_ylim(0, 110)  # room for the labels of bars at 100%
     ax.set_ylabel("%")
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the axes: bars reach 100%
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

@@ -92,28 +92,9 @@ class TrainingLog:
 
     def plot(self) -> Path:
         """Redraw ``curves.png`` from the whole history."""
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        rows = self.history()
-        steps = [row["iteration"] for row in rows]
-        fig, axes = plt.subplots(2, 5, figsize=(20, 7))
-        for ax, (title, key) in zip(axes.flat, _PANELS, strict=False):
-            ax.plot(steps, [row[key] for row in rows], marker="o")
-            ax.set_title(title)
-            ax.set_xlabel("iteration")
-        ax = axes.flat[len(_PANELS)]
-        bottom = [0.0] * len(rows)
-        for label, key in _TIME_SPLIT:
-            values = [0.0 if math.isnan(row[key]) else row[key] for row in rows]
-            ax.bar(steps, values, bottom=bottom, label=label)
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        ax.set_title("time split per iteration (s)")
-        ax.set_xlabel("iteration")
-        ax.legend(fontsize="small")
-        fig.tight_layout()
+        fig = curves_figure(self.history())
         path = self.output / "curves.png"
         fig.savefig(path, dpi=80)
         plt.close(fig)
@@ -121,6 +102,39 @@ class TrainingLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def curves_figure(rows: list[dict[str, float]]):  # -> matplotlib.figure.Figure
+    """The training curves: one panel per tracked chart and the time split, over whole iterations.
+
+    Iteration axes get integer ticks only, and every tick carries its whole value: matplotlib's default moves a
+    common offset or power of ten (``1e-5``) into a label at the top of the axis, over the panel's title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
+    steps = [row["iteration"] for row in rows]
+    fig, axes = plt.subplots(2, 5, figsize=(20, 7))
+    for ax, (title, key) in zip(axes.flat, _PANELS, strict=False):
+        ax.plot(steps, [row[key] for row in rows], marker="o")
+        ax.set_title(title)
+    ax = axes.flat[len(_PANELS)]
+    bottom = [0.0] * len(rows)
+    for label, key in _TIME_SPLIT:
+        values = [0.0 if math.isnan(row[key]) else row[key] for row in rows]
+        ax.bar(steps, values, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_title("time split per iteration (s)")
+    ax.legend(fontsize="small")
+    for ax in axes.flat:
+        ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))  # "1e-05" on each tick, never a shared offset
+    fig.tight_layout()
+    return fig
 
 
 def write_run_config(output: str | os.PathLike, args: Any) -> Path:
