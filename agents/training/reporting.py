@@ -114,7 +114,7 @@ def curves_figure(rows: list[dict[str, float]]):  # -> matplotlib.figure.Figure
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+    from matplotlib.ticker import MaxNLocator
 
     steps = [row["iteration"] for row in rows]
     fig, axes = plt.subplots(2, 5, figsize=(20, 7))
@@ -132,7 +132,7 @@ def curves_figure(rows: list[dict[str, float]]):  # -> matplotlib.figure.Figure
     for ax in axes.flat:
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))  # "1e-05" on each tick, never a shared offset
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # each tick in full, never a shared offset
     fig.tight_layout()
     return fig
 
