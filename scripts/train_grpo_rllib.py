@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
 
-    from agents.training.reporting import TrainingLog, progress_line, write_run_config
+    from agents.training.reporting import progress_line, training_log, write_run_config
     from research_env.retrieval import reclaim_jvm_signal_handlers
 
     output = Path(args.output)
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, configure_logging=False)
     reclaim_jvm_signal_handlers()  # the warm start's embedded BM25 started a JVM, and ray.init took its signals
-    log = TrainingLog(output)
+    log = training_log(output, args)
     algo = build_config(args, model=model, question_ids=all_ids[: args.questions] or None).build_algo()
     try:
         if args.resume and (checkpoint := latest_checkpoint(checkpoints)) is not None:
