@@ -123,16 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     write_run_config(output, args)
     all_ids: list[str] = []
     if args.questions or args.small_vocab or args.sft_warmstart:
+        print("loading the questions (the BM25 index is built on first use) ...", flush=True)
         env = local_env(args)
         all_ids = env.unwrapped.dataset.ids
         env.close()
     model = warm_start(args, output, all_ids)  # before Ray starts: SFT needs no cluster
+    print(f"starting Ray ({args.ray_address or 'local'}) ...", flush=True)
     if args.ray_address:
         ray.init(address=args.ray_address)
     else:
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, configure_logging=False)
     reclaim_jvm_signal_handlers()  # the warm start's embedded BM25 started a JVM, and ray.init took its signals
     log = training_log(output, args)
+    print("building the algorithm: policy and reference on the learner, envs and BM25 index on the env runner ...",
+          flush=True)
     algo = build_config(args, model=model, question_ids=all_ids[: args.questions] or None).build_algo()
     try:
         if args.resume and (checkpoint := latest_checkpoint(checkpoints)) is not None:

@@ -4,6 +4,7 @@ learner's module generates, and evaluate.py takes the export, the run directory 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,8 @@ def test_train_export_evaluate(tmp_path):
         timeout=400,
     )
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    assert "starting Ray" in trained.stdout and "building the algorithm" in trained.stdout  # the slow steps say so
+    assert re.search(r"episodes: +\d+%.*ep/s", trained.stderr)  # the bar of episodes finished in the iteration
     assert json.loads((run / "config.json").read_text())["group_size"] == 2
 
     assert export_policy.main([str(run), "--output", str(hf)]) == 0
