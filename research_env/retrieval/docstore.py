@@ -39,7 +39,8 @@ def iter_corpus_lines(corpus: str | os.PathLike) -> Iterator[tuple[bytes, dict]]
                 raise CorpusFormatError(f"{path}:{line_no}: not JSON ({e})") from None
             if not isinstance(doc, dict) or not isinstance(doc.get("id"), str | int) or \
                     not isinstance(doc.get("contents"), str):
-                raise CorpusFormatError(f'{path}:{line_no}: expected {{"id": str, "contents": str}}')
+                raise CorpusFormatError(f'{path}:{line_no}: expected {{"id": str, "contents": str}}; a BEIR or '
+                                        '{title, text} corpus converts with scripts/build_corpus.py --passages')
             yield raw, doc
 
 
