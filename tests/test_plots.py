@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
+import pytest
 
 from agents.evaluation.run import METRICS, results_figure
 from agents.training.reporting import TRACKED, TrainingLog, curves_figure
@@ -63,5 +64,27 @@ def test_results_chart_shows_n_and_a_value_on_every_bar_even_at_zero():
     fig = results_figure(mixed, "oracle")
     try:
         assert sorted(t.get_text() for t in fig.axes[0].texts) == ["100.0", "50.0", "62.5"]
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.slow  # importing the benchmark imports Ray RLlib
+def test_learning_chart_says_which_seed_each_bar_pair_is():
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import learning
+
+    runs = json.loads((root / "benchmarks" / "results" / "learning" / "learning.json").read_text())["runs"]
+    fig = learning.learning_figure(runs)
+    try:
+        bars = fig.axes[1]
+        labels = [t.get_text() for t in bars.texts]
+        assert sorted(labels) == sorted(f"s{run['seed']}" for run in runs for _ in range(4))  # one per pair
+        assert [t.get_text() for t in bars.get_legend().get_texts()] == ["before GRPO", "after GRPO"]
+        assert len(bars.patches) == 2 * 4 * len(runs)
     finally:
         plt.close(fig)
