@@ -4,6 +4,7 @@ per run so that agents never mix, and flags that fail before anything loads."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -79,12 +80,25 @@ def test_another_agent_into_the_same_output_cannot_mix_results(tmp_path):
     assert "planted" not in evaluate_run.read_traces(oracle / "traces" / "musique.jsonl", key)
 
 
+def test_a_model_rewritten_in_place_is_another_run(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen2"}')
+    (model / "model.safetensors").write_bytes(b"weights")
+    config = evaluate_run.EvalConfig(datasets=["musique"], agent="research", model=str(model))
+    before = config.key()
+    assert evaluate_run.EvalConfig(datasets=["bamboogle"], agent="research", model=str(model), limit=3).key() == before
+    os.utime(model / "model.safetensors", ns=(1, 10**18))  # new weights written into the same directory
+    assert config.key() != before
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--limit", "0"], "--limit"),
     (["--top-k", "-3"], "--top-k"),
     (["--agent", "naive_rag", "--template", "re_search_template"], "template applies to the research agent"),
     (["--base-url", "http://127.0.0.1:1/v1"], "base_url and api_model go together"),
     (["--datasets", " , "], "--datasets is empty"),
+    (["--model", "/no/such/checkpoint"], "/no/such/checkpoint: no such directory"),
 ])
 def test_bad_flags_fail_before_anything_loads(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -75,6 +75,9 @@ class EvalConfig:
             raise ValueError("base_url and api_model go together: the server's URL and the model name it serves")
         if self.template is not None and self.agent != "research":
             raise ValueError(f"template applies to the research agent only; {self.agent!r} prompts FlashRAG-style")
+        if not self.uses_random_model and self.model is not None and not Path(self.model).expanduser().is_dir():
+            raise ValueError(f"model {self.model}: no such directory (a HF checkpoint, a training run or an RLlib "
+                             "checkpoint; the hub is not used)")
 
     @property
     def uses_random_model(self) -> bool:
@@ -92,11 +95,23 @@ class EvalConfig:
         """A hash of everything that decides a question's outcome (not which questions run, nor how fast)."""
         values = {k: v for k, v in asdict(self).items() if k not in _NOT_IN_KEY}
         if self.model is not None and not self.uses_random_model:
-            values["model"] = str(Path(self.model).expanduser().resolve())
+            values["model"] = model_identity(self.model)
         if self.template is not None and Path(self.template).is_file():
             values["template"] = Path(self.template).read_text(encoding="utf-8")
         text = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def model_identity(model: str) -> str:
+    """The checkpoint a model directory stands for, and when it was written: a run directory names its newest
+    RLlib checkpoint, so a run trained further (or a checkpoint rewritten in place) is another model."""
+    from agents.policies.export import find_module_checkpoint, is_hf_checkpoint, is_rllib_run
+
+    path = Path(model).expanduser().resolve()
+    if not is_hf_checkpoint(path) and is_rllib_run(path):
+        path = find_module_checkpoint(path).resolve()
+    written = max((p.stat().st_mtime_ns for p in path.iterdir() if p.is_file()), default=0)
+    return f"{path}@{written}"
 
 
 def resolve_dataset(name_or_path: str) -> tuple[str, Path]:
