@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,27 @@ def test_lora_adapters_are_merged_into_the_exported_weights(tmp_path):
         with module.model.disable_adapter():
             assert not torch.allclose(module.model(ids).logits, adapted, atol=1e-3)  # the adapters matter
     assert torch.allclose(base, adapted, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_warm_started_run_exports_from_any_working_directory(tmp_path, monkeypatch):
+    from agents.policies.export import MODULE_IN_CHECKPOINT, export_policy
+    from agents.policies.models import tiny_qwen2_path
+    from agents.training.rllib.module import TOKEN_SPACE, TRANSCRIPT_SPACE, CausalLMModule
+
+    monkeypatch.chdir(tmp_path)  # training ran here, with --output run: its policy is recorded as "run/policy"
+    shutil.copytree(tiny_qwen2_path(), tmp_path / "run" / "policy")
+    module = CausalLMModule(
+        observation_space=TRANSCRIPT_SPACE,
+        action_space=TOKEN_SPACE,
+        inference_only=False,
+        model_config={"model": "run/policy", "dtype": "float32", "kl_coef": 0.0, "lora": None},
+    )
+    module.save_to_path(str(tmp_path / "run" / "checkpoints" / "iter_000001" / MODULE_IN_CHECKPOINT))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    hf = export_policy(tmp_path / "run", tmp_path / "hf")
+    ids = torch.tensor([module.tokenizer.encode("Who was the father of Edward Baring?")])
+    with torch.no_grad():
+        assert torch.equal(HFBackend.from_pretrained(hf, device="cpu").model(ids).logits, module.model(ids).logits)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,31 @@ def find_module_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def load_policy(path: str | os.PathLike) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` of the policy saved in ``path`` (see :func:`find_module_checkpoint`), rebuilt by
-    RLlib's own ``RLModule.from_checkpoint`` as inference-only, so no frozen KL reference is built."""
-    from ray.rllib.core.rl_module import RLModule
+    """``(model, tokenizer)`` of the policy saved in ``path`` (see :func:`find_module_checkpoint`).
 
-    module = RLModule.from_checkpoint(str(find_module_checkpoint(path).resolve()), inference_only=True)
+    Built the way RLlib's ``from_checkpoint`` builds it (the class and constructor arguments saved beside the
+    state, then ``restore_from_path``), but inference-only, so no frozen KL reference is built, and with its
+    starting model found again: a warm-started run trains from ``DIR/policy``, recorded as a path relative to
+    where training ran, so from anywhere else it is looked up in the checkpoint's own run directory.
+    """
+    from ray.rllib.utils.checkpoints import Checkpointable
+
+    module_dir = find_module_checkpoint(path).resolve()
+    with (module_dir / Checkpointable.CLASS_AND_CTOR_ARGS_FILE_NAME).open("rb") as f:
+        saved = pickle.load(f)
+    args, kwargs = saved["ctor_args_and_kwargs"]
+    config = dict(kwargs["model_config"])
+    base = config.get("model")
+    if base is not None and not Path(base).is_dir():
+        run_dir = module_dir.parents[5] if len(module_dir.parents) > 5 else module_dir
+        if not is_hf_checkpoint(run_dir / Path(base).name):
+            raise NotACheckpointError(
+                f"the policy in {module_dir} was trained from {base}, which is not there from {Path.cwd()} nor in "
+                f"{run_dir}; run the export from the directory training ran in"
+            )
+        config["model"] = str(run_dir / Path(base).name)
+    module = saved["class"](*args, **{**kwargs, "inference_only": True, "model_config": config})
+    module.restore_from_path(str(module_dir))
     return module.model, module.tokenizer
 
 
