@@ -175,16 +175,28 @@ def print_table(runs: list[dict[str, Any]]) -> None:
 
 
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = learning_figure(runs)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def learning_figure(runs: list[dict[str, Any]]):  # -> matplotlib.figure.Figure
+    """Training reward per seed, and the separate evaluations before and after GRPO: one pair of bars per seed
+    in each group, each pair labelled with its seed (the legend only tells before from after)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     for run in runs:
         its = [h["iteration"] for h in run["history"]]
         axes[0].plot(its, [h["charts/episodic_return"] for h in run["history"]], label=f"seed {run['seed']}")
     axes[0].set(xlabel="GRPO iteration (RLlib)", ylabel="reward", title="training rollouts (16 x 5 per iteration)")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend()
     names = ["GRPO questions:\nreward", "GRPO questions:\nformat-valid", "held-out:\nreward", "held-out:\nformat-valid"]
     keys = [("train", "reward"), ("train", "format_ok"), ("heldout", "reward"), ("heldout", "format_ok")]
@@ -194,14 +206,16 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         for j, (tag, color) in enumerate((("before", "tab:gray"), ("after", "tab:blue"))):
             values = [run[tag][s][k] for s, k in keys]
             errors = [run[tag][s][k + "_se"] for s, k in keys]
-            axes[1].bar(x - 0.4 + width * (2 * i + j + 0.5), values, width, yerr=errors, color=color, capsize=2,
-                        label=f"{tag} GRPO" if i == 0 else None)
+            bars = axes[1].bar(x - 0.4 + width * (2 * i + j + 0.5), values, width, yerr=errors, color=color,
+                               capsize=2, label=f"{tag} GRPO" if i == 0 else None)
+            if tag == "after":  # the seed, once per pair, above the taller error bar
+                axes[1].bar_label(bars, labels=[f"s{run['seed']}"] * len(names), fontsize="x-small", padding=6)
     axes[1].set_xticks(x, names)
-    axes[1].set(title=f"separate evaluation, seeds {[r['seed'] for r in runs]} (± s.e.)", ylim=(0, 1))
-    axes[1].legend()
+    axes[1].set(title=f"separate evaluation, seeds {[r['seed'] for r in runs]} (± s.e.; bar pairs s<seed>)",
+                ylim=(0, 1.1))
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: the seed labels reach the top
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def main() -> None:

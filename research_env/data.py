@@ -89,7 +89,11 @@ def _json_object(path: Path, line: str, where: str) -> dict[str, Any]:
 
 def detect_format(path: str | os.PathLike) -> DatasetFormat:
     """Which QA format a file holds, from the keys of its first record (or the parquet columns)."""
-    keys = set(_first_record(Path(path)))
+    return format_of_keys(set(_first_record(Path(path))), str(path))
+
+
+def format_of_keys(keys: set[str], source: str) -> DatasetFormat:
+    """Which QA format records with these keys (a file's first record, a table's columns) are in."""
     if {"question", "golden_answers"} <= keys:
         return "flashrag"
     if {"question_decomposition", "paragraphs", "answer"} <= keys:
@@ -97,7 +101,7 @@ def detect_format(path: str | os.PathLike) -> DatasetFormat:
     if {"_id", "context", "supporting_facts", "answer"} <= keys:
         return "2wiki" if "evidences" in keys else "hotpotqa"
     raise DatasetFormatError(
-        f"{path}: cannot tell the format from the keys {sorted(keys)}; expected FlashRAG "
+        f"{source}: cannot tell the format from the keys {sorted(keys)}; expected FlashRAG "
         "(id, question, golden_answers), raw MuSiQue, raw HotpotQA or raw 2WikiMultihopQA"
     )
 
@@ -282,10 +286,14 @@ class QADataset(Sequence[QARecord]):
                            f"{self.ids[0]!r}); pick an id from dataset.ids, or pass {{'index': i}}") from None
 
 
-def load_qa_dataset(dataset: str | os.PathLike, split: str | None = None,
-                    fmt: DatasetFormat | None = None) -> QADataset:
-    """Load any supported QA file (or a directory of split files) as a :class:`QADataset`; every row is
-    checked (:func:`validate_rows`) before the first episode."""
+def load_qa_dataset(dataset: Any, split: str | None = None, fmt: DatasetFormat | None = None) -> QADataset:
+    """Load any supported QA file (or a directory of split files), a Hugging Face ``Dataset``/``DatasetDict`` or
+    a ``save_to_disk`` directory as a :class:`QADataset`; every row is checked (:func:`validate_rows`) before the
+    first episode."""
+    from research_env.hf_data import is_hf_dataset, load_hf_qa_dataset
+
+    if is_hf_dataset(dataset):  # a Dataset/DatasetDict object or a save_to_disk directory
+        return load_hf_qa_dataset(dataset, split, fmt)
     path, hf_split = resolve_data_file(dataset, split)
     fmt = fmt or detect_format(path)
     if fmt not in _TO_RECORD:

@@ -146,7 +146,7 @@ def save_checkpoint(algo, directory: Path, keep: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from agents.training.interrupts import GracefulStop
-    from agents.training.reporting import TrainingLog, progress_line, write_run_config
+    from agents.training.reporting import progress_line, training_log, write_run_config
     from agents.training.rllib.cluster import init_ray
 
     output = Path(args.output)
@@ -155,17 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     write_run_config(output, args)
     all_ids: list[str] = []
     if args.questions or args.small_vocab or args.sft_warmstart:
+        print("loading the questions (the BM25 index is built on first use) ...", flush=True)
         env = local_env(args)
         all_ids = env.unwrapped.dataset.ids
         env.close()
     model = warm_start(args, output, all_ids)  # before Ray starts: SFT needs no cluster
+    print(f"starting Ray ({args.ray_address or 'local, on 127.0.0.1'}) ...", flush=True)
     init_ray(args.ray_address, args.num_cpus, all_interfaces=args.ray_all_interfaces)
     import ray
 
-    log = TrainingLog(output)
+    log = training_log(output, args)
     algo = None
     with GracefulStop() as stop:
         try:
+            print("building the algorithm: policy and reference on the learner, envs and BM25 index on the env "
+                  "runner ...", flush=True)
             algo = build_config(args, model=model, question_ids=all_ids[: args.questions] or None).build_algo()
             if args.resume and (checkpoint := restore_newest_readable(algo, checkpoints)) is not None:
                 print(f"resumed from {checkpoint} at iteration {algo.iteration}", flush=True)

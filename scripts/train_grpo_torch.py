@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.policies.models import load_causal_lm
     from agents.policies.small_vocab import oracle_trace_texts, small_qwen2, train_small_tokenizer
     from agents.training.interrupts import GracefulStop
-    from agents.training.reporting import TrainingLog, progress_line, write_run_config
+    from agents.training.reporting import progress_line, training_log, write_run_config
     from agents.training.sft import SFTConfig, build_sft_dataset, sft_train
     from agents.training.torch_loop import TorchGRPO
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = TorchGRPO.create(model, tokenizer, envs, question_ids, settings)
     output = Path(args.output)
     write_run_config(output, args)
-    log = TrainingLog(output)
+    log = training_log(output, args)
     log.truncate(0)
     started = time.perf_counter()
     with GracefulStop() as stop:

@@ -16,7 +16,8 @@ from research_env.reward import EpisodeOutcome
 class EpisodeRecord:
     """One question's outcome, as written to the traces JSONL. ``num_searches`` counts the agent's
     retriever calls (a baseline retrieves outside the tag protocol, so the env cannot count them);
-    ``details`` keeps whatever lets a reader see how the answer came about (queries, prompts)."""
+    ``details`` keeps whatever lets a reader see how the answer came about (queries, prompts); ``prompt`` is the
+    env's prompt, exactly as the model saw it before its response."""
 
     question_id: str
     question: str
@@ -32,6 +33,7 @@ class EpisodeRecord:
     response: str
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
 
 
 def record_from_info(env: gym.Env, reward: float, info: dict[str, Any], response: str, *,
@@ -43,7 +45,7 @@ def record_from_info(env: gym.Env, reward: float, info: dict[str, Any], response
         question_id=question.id, question=question.question, golden_answers=list(question.golden_answers),
         answer=outcome.answer, em=outcome.em, f1=outcome.f1, acc=outcome.acc, format_ok=outcome.format_ok,
         reward=float(reward), num_searches=int(info["num_searches"] if num_searches is None else num_searches),
-        generated_tokens=generated_tokens, response=response, reason=outcome.reason, details=details or {},
+        generated_tokens=generated_tokens, response=response, reason=outcome.reason, details=details or {}, prompt=env.unwrapped.prompt,
     )
 
 

@@ -8,6 +8,7 @@ Light on purpose (argparse and the settings only), so ``--help`` answers at once
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -55,6 +56,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, output: str) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--iterations", type=int, default=2, help="train until this many iterations in total")
     run.add_argument("--output", default=output, help="run directory")
+    run.add_argument("--wandb", default=None, metavar="PROJECT", help="also log to this Weights & Biases project")
+    run.add_argument("--wandb-mode", default=None, choices=("online", "offline", "disabled"),
+                     help="W&B mode (default: $WANDB_MODE, else online); offline needs no network: wandb sync later")
     data = parser.add_argument_group("env and data")
     data.add_argument("--env", default=DEFAULT_ENV_ID, help="a registered env id (ReSearch-*-v0)")
     data.add_argument("--dataset", default=None, help="a question file (FlashRAG/MuSiQue/HotpotQA/2Wiki JSONL, "
@@ -116,6 +120,8 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         value = getattr(args, name, None)
         if value is not None and not os.path.exists(value):
             parser.error(f"{_flag(name)} {value}: no such file or directory")
+    if getattr(args, "wandb", None) and importlib.util.find_spec("wandb") is None:
+        parser.error("--wandb needs the wandb package: pip install wandb (it is in the [train] extra)")
     if args.model is not None and not Path(args.model).is_dir():
         parser.error(f"--model {args.model}: expected a checkpoint directory (config.json, weights, tokenizer)")
     if args.questions and args.questions < settings.prompts_per_batch:

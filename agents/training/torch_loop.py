@@ -15,6 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from agents.generation.hf_backend import HFBackend
@@ -54,7 +55,9 @@ def collect_groups(envs: Sequence[gym.Env], backend: HFBackend, prompt_ids: Sequ
     if len(group_of) != len(prompt_ids):
         raise ValueError("prompt_ids must be distinct: a group is every rollout of one prompt")
     started = time.perf_counter()
-    episodes = list(run_episodes(envs, backend, [q for q in prompt_ids for _ in range(group_size)], config))
+    order = [q for q in prompt_ids for _ in range(group_size)]
+    episodes = list(tqdm(run_episodes(envs, backend, order, config), total=len(order), desc="episodes", unit="ep",
+                         leave=False))
     wall = time.perf_counter() - started
     trajectories = [trajectory_from_episode(e, group_of[e.question_id]) for e in episodes]
     return RolloutBatch(trajectories, episodes, sum(e.generate_s for e in episodes), sum(e.env_s for e in episodes),

@@ -84,7 +84,8 @@ def _parse_line(raw: bytes, path: Path, line_no: int) -> dict:
         value = doc.get(key)
         if not isinstance(value, kinds) or isinstance(value, bool):
             problem = "is missing" if key not in doc else f"is a JSON {type(value).__name__}"
-            raise CorpusFormatError(f'{path}:{line_no}: "{key}" {problem}; it must be {what}')
+            raise CorpusFormatError(f'{path}:{line_no}: "{key}" {problem}; it must be {what} (a BEIR or '
+                                    "{title, text} corpus converts with scripts/build_corpus.py --passages)")
     return doc
 
 

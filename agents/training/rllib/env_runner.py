@@ -14,6 +14,7 @@ from ray.rllib.env import INPUT_ENV_SPACES
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.typing import StateDict
+from tqdm import tqdm
 
 import research_env  # noqa: F401  (registers the ReSearch env ids)
 from agents.generation.hf_backend import HFBackend
@@ -71,8 +72,10 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
         base_seed = self.config.seed or 0
         self.backend.generator.manual_seed((base_seed * 1_000_003 + seed) * 1_009 + (self.worker_index or 0))
         started = time.perf_counter()
-        episodes = list(run_episodes(self.envs[:len(plan)], self.backend, [qid for _, qid in plan],
-                                     self.config.rollout_config))
+        episodes = list(tqdm(run_episodes(self.envs[:len(plan)], self.backend, [qid for _, qid in plan],
+                                          self.config.rollout_config),
+                             total=len(plan), desc="episodes", unit="ep", leave=False,
+                             disable=bool(self.worker_index)))  # a bar in the driver's runner only
         wall_s = time.perf_counter() - started
         order = {qid: i for i, (_, qid) in enumerate(plan)}
         episodes.sort(key=lambda e: order[e.question_id])
