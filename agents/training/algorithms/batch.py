@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from research_env.reward import EpisodeOutcome
 
 
 @dataclass
@@ -44,6 +43,8 @@ def trajectory_from_episode(episode: Any, group_id: int) -> Trajectory:
     for i, logprob in zip(positions, sampled_logprobs, strict=True):
         if not math.isnan(logprob):  # NaN: a token re-encoded after a stop string, never sampled as such
             loss_mask[i], old_logprobs[i] = 1, float(logprob)
+    from research_env.reward import EpisodeOutcome  # here: the loss pieces stay importable without the env
+
     outcome = EpisodeOutcome.from_info(episode.info)
     stats = {"reward": float(episode.reward), "f1": outcome.f1, "format_ok": float(outcome.format_ok),
              "searches": float(episode.info["num_searches"]),
