@@ -3,12 +3,13 @@ reward measured by a separate evaluation on the questions it trains on.
 
 Per seed: a 1.4M-parameter Qwen2 with an 8,192-token BPE trained on the training questions' oracle traces
 (``agents.policies.small_vocab``); SFT warm start on clean and noisy oracle traces of 80 MuSiQue training questions
-(``agents.policies.warmstart``); GRPO on RLlib (``agents.training.rllib``) on a fixed set of 16 of them, 16 x 5 rollouts per
-iteration; a separate evaluation (its own sampler seed, the same before and after) on those 16 questions
+(``agents.policies.warmstart``); GRPO on RLlib (``agents.training.rllib``) on a fixed set of 16 of them, 16 x 5
+rollouts per iteration; a separate evaluation (its own sampler seed, the same before and after) on those 16 questions
 and on the 20 held-out ones, before and after GRPO.
 
     python benchmarks/learning.py                         # 3 seeds, the issue's settings
     python benchmarks/learning.py --seeds 0 --iterations 10   # one quicker seed
+    python benchmarks/learning.py --task synthetic            # learned search, with its ablation (issue #11)
 
 What it shows, honestly: the tiny model memorises the training questions' answers during SFT; GRPO makes
 producing them reliable at temperature 1 (fewer derailed queries and broken tags). Held-out questions can
@@ -22,6 +23,7 @@ import argparse
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -239,4 +241,13 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    task = argparse.ArgumentParser(add_help=False)
+    task.add_argument("--task", choices=("musique", "synthetic"), default="musique")
+    chosen, rest = task.parse_known_args()
+    if chosen.task == "synthetic":  # learned search on a synthetic world: benchmarks/learning_synthetic.py
+        from learning_synthetic import main as synthetic_main
+
+        synthetic_main(rest)
+    else:
+        sys.argv[1:] = rest
+        main()

@@ -23,8 +23,11 @@ ray = pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_grpo_rllib.py"
-#: The smallest run that still plays whole groups through the env and updates: 1 question x 2 rollouts.
-TINY = ["--prompts", "1", "--group-size", "2", "--max-new-tokens", "4", "--max-turns", "1", "--num-cpus", "2"]
+#: The smallest run that still plays whole groups through the env and updates: 1 question x 2 rollouts, the tiny
+#: random model as it is (no warm start, no held-out evaluation), every group in the update.
+TINY = ["--prompts", "1", "--group-size", "2", "--max-new-tokens", "4", "--max-turns", "1", "--num-cpus", "2",
+        "--env", "ReSearch-MuSiQue-v0", "--no-small-vocab", "--no-sft-warmstart", "--eval-every", "0",
+        "--minibatches", "1", "--no-drop-zero-advantage"]
 
 
 def start(output: Path, *args: str) -> subprocess.Popen:

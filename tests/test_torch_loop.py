@@ -81,9 +81,11 @@ def test_equal_rewards_in_every_group_give_zero_policy_gradient(small_vocab, alg
 
 
 @pytest.mark.slow
-def test_train_grpo_torch_script_runs():
+def test_train_grpo_torch_script_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, "scripts/train_grpo_torch.py", "--iterations", "1", "--prompts", "2", "--group-size", "2",
+         "--env", "ReSearch-MuSiQue-v0", "--no-small-vocab", "--no-sft-warmstart", "--eval-every", "0",
+         "--output", str(tmp_path / "run"),
          "--max-new-tokens", "8", "--max-turns", "1", "--algorithm", "rloo"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

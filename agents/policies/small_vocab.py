@@ -16,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from agents.evaluation.oracle import run_oracle_episode
 from agents.policies.models import qwen2_config, random_causal_lm
 from research_env import protocol
+from research_env.worlds import spell_out_names
 
 #: The protocol's tags become single tokens, so that a tag is one sampling decision, not five.
 PROTOCOL_TAGS: tuple[str, ...] = (
@@ -35,9 +36,17 @@ def oracle_trace_texts(env: gym.Env, question_ids: Iterable[str]) -> list[str]:
     return texts
 
 
-def train_small_tokenizer(texts: Sequence[str], vocab_size: int = SMALL_VOCAB_SIZE) -> PreTrainedTokenizerFast:
+def train_small_tokenizer(texts: Sequence[str], vocab_size: int = SMALL_VOCAB_SIZE,
+                          split_names: bool = False) -> PreTrainedTokenizerFast:
     """A byte-level BPE (any text round-trips exactly, as ``TokenizedEnv`` requires) with the protocol tags as
-    added tokens and ``<|endoftext|>`` as the EOS and padding token."""
+    added tokens and ``<|endoftext|>`` as the EOS and padding token.
+
+    ``split_names`` trains on the texts with synthetic-world names spelled out as syllables
+    (``research_env.worlds.spell_out_names``): merged whole, training names would be single tokens and held-out
+    names unfamiliar pieces, and a small policy then fails to copy the names it has never seen.
+    """
+    if split_names:
+        texts = [spell_out_names(text) for text in texts]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()

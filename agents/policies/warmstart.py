@@ -31,13 +31,17 @@ from research_env.staging import staged_directory
 @dataclass
 class WarmStart:
     """What to build: ``model`` (a checkpoint directory, None: the tiny default) or, with ``small_vocab``,
-    a fresh small-vocabulary model; then, with ``sft``, SFT on the oracle traces of ``question_ids``."""
+    a fresh small-vocabulary model (``split_names``: its BPE learns syllables of synthetic-world names); then,
+    with ``sft``, SFT on the oracle traces of ``question_ids``, ``no_search_share`` of them answering at once
+    with a wrong guess instead (``agents.training.sft.build_sft_dataset``)."""
 
     question_ids: Sequence[str]
     model: str | None = None
     small_vocab: bool = False
     sft: SFTConfig | None = None
     noisy_copies: int = 1
+    no_search_share: float = 0.0
+    split_names: bool = False
     seed: int = 0
     rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(max_new_tokens=96, max_tokens=4096))
 
@@ -61,7 +65,8 @@ def prepare_policy(directory: str | os.PathLike, make_env: Callable[[], gym.Env]
         model, tokenizer = _initial_policy(env, warm_start)
         if warm_start.sft is not None:
             examples = build_sft_dataset(token_env(env, tokenizer, warm_start.rollout), warm_start.question_ids,
-                                         noisy_copies=warm_start.noisy_copies, seed=warm_start.seed)
+                                         noisy_copies=warm_start.noisy_copies, seed=warm_start.seed,
+                                         no_search_share=warm_start.no_search_share)
             log(f"warm start: SFT on {len(examples)} oracle traces of {len(warm_start.question_ids)} questions")
             sft_train(model, examples, warm_start.sft, tokenizer.pad_token_id, log=log)
     finally:
@@ -78,5 +83,6 @@ def _initial_policy(env: gym.Env, warm_start: WarmStart) -> tuple[Any, Any]:
         return load_causal_lm(warm_start.model, device="cpu", dtype=torch.float32)
     if warm_start.model is not None:
         raise ValueError("small_vocab builds its own model; it cannot be combined with model=PATH")
-    tokenizer = train_small_tokenizer(oracle_trace_texts(env, warm_start.question_ids))
+    tokenizer = train_small_tokenizer(oracle_trace_texts(env, warm_start.question_ids),
+                                      split_names=warm_start.split_names)
     return small_qwen2(tokenizer, seed=warm_start.seed), tokenizer

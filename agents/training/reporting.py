@@ -24,12 +24,16 @@ TRACKED = (
     "losses/clipfrac", "losses/approx_kl", "losses/policy_loss", "timers/generate_s", "timers/env_s",
     "timers/learner_s", "timers/sync_weights_s", "charts/learning_rate", "charts/trained_trajectories",
 )
+#: Held-out evaluation (``agents.training.heldout``), present only in the rows of the iterations that ran one.
+EVALUATED = ("eval/reward", "eval/reward_se", "eval/f1", "eval/format_ok_rate", "eval/searches_per_episode")
 _PANELS = (
     ("reward", "charts/episodic_return"), ("F1", "charts/f1"), ("format-valid rate", "charts/format_ok_rate"),
     ("searches / episode", "charts/searches_per_episode"), ("response length (tokens)", "charts/response_length"),
     ("KL to reference (k3)", "losses/kl"), ("entropy", "losses/entropy"), ("clip fraction", "losses/clipfrac"),
     ("tokens / s (generation)", "charts/tokens_per_s"),
 )
+_EVAL_PANELS = (("held-out reward (greedy eval)", "eval/reward"),
+                ("held-out searches / episode (greedy eval)", "eval/searches_per_episode"))
 _TIME_SPLIT = (("generation", "timers/generate_s"), ("env + retrieval", "timers/env_s"),
                ("learner", "timers/learner_s"), ("weight sync", "timers/sync_weights_s"))
 
@@ -88,17 +92,18 @@ class TrainingLog:
         os.replace(tmp, self.path)
 
     def write(self, iteration: int, result: Mapping[str, Any]) -> dict[str, float]:
-        row = {"iteration": iteration, **{key: _number(result.get(key)) for key in TRACKED}}
+        row = {"iteration": iteration, **{key: _number(result.get(key)) for key in TRACKED},
+               **{key: _number(result[key]) for key in EVALUATED if key in result}}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        for key in TRACKED:
-            if not math.isnan(row[key]):
+        for key in (*TRACKED, *EVALUATED):
+            if not math.isnan(row.get(key, math.nan)):
                 self.writer.add_scalar(key, row[key], iteration)
         self.writer.flush()
         if self.wandb_run is not None:
-            self.wandb_run.log({k: v for k, v in row.items() if k in TRACKED and not math.isnan(v)},
+            self.wandb_run.log({k: v for k, v in row.items() if k in (*TRACKED, *EVALUATED) and not math.isnan(v)},
                               step=iteration, commit=True)  # a whole iteration: do not hold it back
         return row
 
@@ -151,14 +156,18 @@ def curves_figure(rows: list[dict[str, float]]):  # -> matplotlib.figure.Figure
     from matplotlib.ticker import MaxNLocator
 
     steps = [row["iteration"] for row in rows]
-    fig, axes = plt.subplots(2, 5, figsize=(20, 7))
+    fig, axes = plt.subplots(3, 4, figsize=(17, 10))
     for ax, (title, key) in zip(axes.flat, _PANELS, strict=False):
-        ax.plot(steps, [row[key] for row in rows], marker="o")
+        ax.plot(steps, [row.get(key, math.nan) for row in rows], marker="o")
         ax.set_title(title)
-    ax = axes.flat[len(_PANELS)]
+    for ax, (title, key) in zip(axes.flat[len(_PANELS) :], _EVAL_PANELS, strict=False):
+        evaluated = [row for row in rows if key in row]  # only the iterations that ran a held-out evaluation
+        ax.plot([row["iteration"] for row in evaluated], [row[key] for row in evaluated], marker="o", color="tab:green")
+        ax.set_title(title)
+    ax = axes.flat[len(_PANELS) + len(_EVAL_PANELS)]
     bottom = [0.0] * len(rows)
     for label, key in _TIME_SPLIT:
-        values = [0.0 if math.isnan(row[key]) else row[key] for row in rows]
+        values = [0.0 if math.isnan(row.get(key, math.nan)) else row[key] for row in rows]
         ax.bar(steps, values, bottom=bottom, label=label)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_title("time split per iteration (s)")
@@ -189,13 +198,15 @@ def _config_values(args: Any) -> dict[str, Any]:
 
 
 def progress_line(row: Mapping[str, float], total: int) -> str:
-    """One line per iteration with what an RL user watches first."""
+    """One line per iteration with what an RL user watches first (and the held-out evaluation, when it ran)."""
+    evaluated = (f" | eval reward {row['eval/reward']:.3f} ± {row['eval/reward_se']:.3f} searches "
+                 f"{row['eval/searches_per_episode']:.2f}" if "eval/reward" in row else "")
     return (f"iter {row['iteration']:>4}/{total} | reward {row['charts/episodic_return']:.3f} "
             f"| f1 {row['charts/f1']:.3f} | format {row['charts/format_ok_rate']:.2f} "
             f"| searches {row['charts/searches_per_episode']:.2f} | len {row['charts/response_length']:.0f} "
             f"| kl {row['losses/kl']:.2e} | entropy {row['losses/entropy']:.2f} | clip {row['losses/clipfrac']:.3f} "
             f"| {row['charts/tokens_per_s']:.0f} tok/s | gen {row['timers/generate_s']:.1f}s "
-            f"env {row['timers/env_s']:.1f}s learn {row['timers/learner_s']:.1f}s")
+            f"env {row['timers/env_s']:.1f}s learn {row['timers/learner_s']:.1f}s{evaluated}")
 
 
 def _number(value: Any) -> float:

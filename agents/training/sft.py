@@ -21,7 +21,14 @@ from transformers import PreTrainedModel
 
 from agents.evaluation.oracle import answer_action, oracle_hops, search_action
 from agents.training.algorithms import collate_tokens, masked_mean, masked_token_logprobs
+from research_env.data import QARecord
 from research_env.protocol import SEARCH_OPEN
+
+
+def guess_action(guess: str, eos_token: str) -> str:
+    """A chunk that answers at once, without searching: the warm start's imitation of a policy that guesses."""
+    return (f"<think> I can answer this directly: {guess}. </think>\n"
+            f"<answer> The answer is \\boxed{{{guess}}} </answer>{eos_token}")
 
 
 def corrupt_words(text: str, rng: random.Random, vocabulary: Sequence[str], max_edits: int = 3) -> str:
@@ -61,8 +68,10 @@ class SFTExample:
 
 
 def build_sft_example(env: gym.Env, question_id: str, *, noise_p: float = 0.0, rng: random.Random | None = None,
-                      vocabulary: Sequence[str] = ()) -> SFTExample:
+                      vocabulary: Sequence[str] = (), guess: str | None = None) -> SFTExample:
     """Play the oracle's actions on a token env (``TokenizedEnv``, possibly under ``Budget``) and keep its ids.
+
+    With ``guess`` the episode instead answers ``guess`` at once, without searching (:func:`guess_action`).
 
     With ``noise_p > 0`` each hop's search query (from the second hop on it carries the previous hop's answer)
     is corrupted with that probability by :func:`corrupt_words`; the env searches the corrupted query (BM25
@@ -73,6 +82,10 @@ def build_sft_example(env: gym.Env, question_id: str, *, noise_p: float = 0.0, r
     inner = env.unwrapped
     record = inner.record
     tokenizer = env.get_wrapper_attr("tokenizer")
+    if guess is not None:
+        observation, reward, *_ = env.step(guess_action(guess, inner.eos_token))
+        return SFTExample(question_id, list(observation["input_ids"]), list(observation["policy_mask"]),
+                          list(observation["policy_mask"]), [guess_action(guess, inner.eos_token)], float(reward))
     corrupted_spans: list[tuple[int, int]] = []  # token positions [start, end) carrying no loss
     actions: list[str] = []
     reward, done = 0.0, False
@@ -113,16 +126,41 @@ def _token_span(tokenizer, ids: list[int], char_start: int, char_end: int, offse
 
 
 def build_sft_dataset(env: gym.Env, question_ids: Sequence[str], *, noisy_copies: int = 0, noise_p: float = 0.5,
-                      seed: int = 0) -> list[SFTExample]:
-    """One clean oracle example per question, plus ``noisy_copies`` noisy ones (see :func:`build_sft_example`)."""
+                      seed: int = 0, no_search_share: float = 0.0) -> list[SFTExample]:
+    """One clean oracle example per question, plus ``noisy_copies`` noisy ones (see :func:`build_sft_example`).
+
+    With ``no_search_share`` > 0 that share of the clean examples answer at once instead, with the gold answer of
+    another question of the same answer type (the last hop's ``answer_type``, where the decomposition gives one):
+    a warm start that searches only some of the time, so that reinforcement learning, not imitation, has to
+    make the policy search (see ``benchmarks/learning.py --task synthetic``).
+    """
     rng = random.Random(seed)
-    vocabulary = sorted({w for qid in question_ids for w in env.unwrapped.dataset[
-        env.unwrapped.dataset.index_of(qid)].question.split()})
-    examples = [build_sft_example(env, qid) for qid in question_ids]
+    dataset = env.unwrapped.dataset
+    records = [dataset[dataset.index_of(qid)] for qid in question_ids]
+    vocabulary = sorted({w for record in records for w in record.question.split()})
+    guesses = _wrong_guesses(records, no_search_share, random.Random(f"guess-{seed}"))
+    examples = [build_sft_example(env, qid, guess=guesses.get(qid)) for qid in question_ids]
     for _ in range(noisy_copies):
         examples += [build_sft_example(env, qid, noise_p=noise_p, rng=rng, vocabulary=vocabulary)
                      for qid in question_ids]
     return examples
+
+
+def _wrong_guesses(records: Sequence[QARecord], share: float, rng: random.Random) -> dict[str, str]:
+    """For ``share`` of the questions, drawn with ``rng``: the gold answer of another question of its answer type
+    that is not one of its own gold answers."""
+    def answer_type(record: QARecord) -> str:
+        return ((record.metadata.get("question_decomposition") or [{}])[-1]).get("answer_type", "")
+
+    by_type: dict[str, list[str]] = {}
+    for record in records:
+        by_type.setdefault(answer_type(record), []).append(record.golden_answers[0])
+    guesses = {}
+    for record in rng.sample(list(records), round(share * len(records))):
+        candidates = [a for a in by_type[answer_type(record)] if a not in record.golden_answers]
+        if candidates:
+            guesses[record.id] = rng.choice(candidates)
+    return guesses
 
 
 @dataclass

@@ -194,6 +194,7 @@ class Evaluation:
     rewards: list[float]
     format_ok: list[float]
     f1: list[float]
+    searches: list[float] = field(default_factory=list)
 
     @staticmethod
     def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -206,8 +207,11 @@ class Evaluation:
         reward, reward_se = self._mean_se(self.rewards)
         fmt, fmt_se = self._mean_se(self.format_ok)
         f1, f1_se = self._mean_se(self.f1)
-        return {"n": len(self.rewards), "reward": reward, "reward_se": reward_se, "format_ok": fmt,
-                "format_ok_se": fmt_se, "f1": f1, "f1_se": f1_se}
+        summary = {"n": len(self.rewards), "reward": reward, "reward_se": reward_se, "format_ok": fmt,
+                   "format_ok_se": fmt_se, "f1": f1, "f1_se": f1_se}
+        if self.searches:
+            summary["searches"], summary["searches_se"] = self._mean_se(self.searches)
+        return summary
 
 
 def evaluate_policy(model: PreTrainedModel, tokenizer: Any, envs: Sequence[gym.Env], question_ids: Sequence[str],
@@ -224,4 +228,4 @@ def evaluate_policy(model: PreTrainedModel, tokenizer: Any, envs: Sequence[gym.E
     episodes = list(run_episodes(envs, backend, order, config))
     outcomes = [EpisodeOutcome.from_info(e.info) for e in episodes]
     return Evaluation([float(e.reward) for e in episodes], [float(o.format_ok) for o in outcomes],
-                      [o.f1 for o in outcomes])
+                      [o.f1 for o in outcomes], [float(e.info["num_searches"]) for e in episodes])
