@@ -11,7 +11,6 @@ from typing import Any
 import torch
 
 
-
 @dataclass
 class Trajectory:
     """One finished episode as the learner sees it. ``loss_mask`` is 1 only on tokens the policy sampled
