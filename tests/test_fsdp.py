@@ -143,3 +143,46 @@ def test_fsdp_learners_match_one_learner_and_checkpoints_move_between_strategies
     finally:
         for learners in groups:
             learners.group.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fsdp_trains_a_qwen25_05b_shaped_model_on_a_gpu(ray_cluster, tmp_path):
+    """Two GRPO iterations with one FSDP learner (nccl, bfloat16 compute, gradient checkpointing) on Qwen2.5-0.5B's
+    shape with random weights; the env runner samples on CPU."""
+    import math
+
+    from agents.policies.models import qwen2_config, random_causal_lm
+    from agents.training.memory import QWEN25_SHAPES
+    from agents.training.rllib import GRPOConfig
+
+    shape = QWEN25_SHAPES["0.5B"]
+    model = qwen2_config(
+        shape.vocab_size,
+        [151643, 151645],
+        151643,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        max_position_embeddings=32768,
+        head_dim=shape.head_dim,
+    )
+    random_causal_lm(model, seed=0).save_pretrained(tmp_path)
+    config = (
+        GRPOConfig()
+        .training(prompts_per_batch=1, group_size=2, lr=1e-5)
+        .rollouts(max_new_tokens=4, max_turns=1)
+        .policy(model=str(tmp_path), strategy="fsdp", gradient_checkpointing=True)
+        .learners(num_learners=1, num_gpus_per_learner=1)
+        .debugging(seed=0)
+    )
+    algo = config.build_algo()
+    try:
+        for iteration in (1, 2):
+            result = algo.train()
+            assert result["training_iteration"] == iteration
+        assert math.isfinite(result["charts/episodic_return"])
+    finally:
+        algo.stop()
