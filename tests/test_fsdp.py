@@ -186,3 +186,31 @@ def test_fsdp_trains_a_qwen25_05b_shaped_model_on_a_gpu(ray_cluster, tmp_path):
         assert math.isfinite(result["charts/episodic_return"])
     finally:
         algo.stop()
+
+
+@pytest.mark.slow
+def test_grpo_iteration_with_fsdp_learners_syncs_the_updated_weights_to_the_runner(ray_cluster):
+    """A whole GRPO iteration on CPU with two FSDP learners (gloo): the env runner samples with the weights the
+    sharded learners produced, gathered on learner 0."""
+    from agents.training.rllib import GRPOConfig
+
+    config = (
+        GRPOConfig()
+        .training(prompts_per_batch=2, group_size=2, lr=1e-2)
+        .rollouts(max_new_tokens=4, max_turns=1)
+        .policy(strategy="fsdp")
+        .learners(num_learners=2, num_cpus_per_learner=0.5)
+        .debugging(seed=0)
+    )
+    algo = config.build_algo()
+    try:
+        runner = algo.env_runner_group.local_env_runner
+        initial = {k: v.clone() for k, v in runner.module.get_state().items()}
+        algo.train()
+        learned = algo.learner_group.get_state()["learner"]["rl_module"][DEFAULT_MODULE_ID]
+        synced = runner.module.get_state()
+    finally:
+        algo.stop()
+    assert synced.keys() == learned.keys() == initial.keys()
+    assert any(not torch.equal(initial[k], learned[k]) for k in learned), "the update changed nothing"
+    assert all(torch.equal(synced[k], learned[k]) for k in learned), "the runner samples with stale weights"
