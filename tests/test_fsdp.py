@@ -214,3 +214,19 @@ def test_grpo_iteration_with_fsdp_learners_syncs_the_updated_weights_to_the_runn
     assert synced.keys() == learned.keys() == initial.keys()
     assert any(not torch.equal(initial[k], learned[k]) for k in learned), "the update changed nothing"
     assert all(torch.equal(synced[k], learned[k]) for k in learned), "the runner samples with stale weights"
+
+
+@pytest.mark.parametrize(
+    ("policy", "learners", "field"),
+    [
+        ({"strategy": "fsdp"}, 0, "num_learners"),
+        ({"strategy": "fsdp", "lora": {"r": 4}}, 2, "lora"),
+        ({"strategy": "zero3"}, 2, "strategy"),
+        ({"dtype": "fp16"}, 0, "dtype"),
+    ],
+)
+def test_config_rejects_learner_settings_it_cannot_run(policy, learners, field):
+    from agents.training.rllib import GRPOConfig
+
+    with pytest.raises(ValueError, match=field):
+        GRPOConfig().policy(**policy).learners(num_learners=learners).validate()
