@@ -143,3 +143,90 @@ def test_fsdp_learners_match_one_learner_and_checkpoints_move_between_strategies
     finally:
         for learners in groups:
             learners.group.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fsdp_trains_a_qwen25_05b_shaped_model_on_a_gpu(ray_cluster, tmp_path):
+    """Two GRPO iterations with one FSDP learner (nccl, bfloat16 compute, gradient checkpointing) on Qwen2.5-0.5B's
+    shape with random weights; the env runner samples on CPU."""
+    import math
+
+    from agents.policies.models import qwen2_config, random_causal_lm
+    from agents.training.memory import QWEN25_SHAPES
+    from agents.training.rllib import GRPOConfig
+
+    shape = QWEN25_SHAPES["0.5B"]
+    model = qwen2_config(
+        shape.vocab_size,
+        [151643, 151645],
+        151643,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        max_position_embeddings=32768,
+        head_dim=shape.head_dim,
+    )
+    random_causal_lm(model, seed=0).save_pretrained(tmp_path)
+    config = (
+        GRPOConfig()
+        .training(prompts_per_batch=1, group_size=2, lr=1e-5)
+        .rollouts(max_new_tokens=4, max_turns=1)
+        .policy(model=str(tmp_path), strategy="fsdp", gradient_checkpointing=True)
+        .learners(num_learners=1, num_gpus_per_learner=1)
+        .debugging(seed=0)
+    )
+    algo = config.build_algo()
+    try:
+        for iteration in (1, 2):
+            result = algo.train()
+            assert result["training_iteration"] == iteration
+        assert math.isfinite(result["charts/episodic_return"])
+    finally:
+        algo.stop()
+
+
+@pytest.mark.slow
+def test_grpo_iteration_with_fsdp_learners_syncs_the_updated_weights_to_the_runner(ray_cluster):
+    """A whole GRPO iteration on CPU with two FSDP learners (gloo): the env runner samples with the weights the
+    sharded learners produced, gathered on learner 0."""
+    from agents.training.rllib import GRPOConfig
+
+    config = (
+        GRPOConfig()
+        .training(prompts_per_batch=2, group_size=2, lr=1e-2)
+        .rollouts(max_new_tokens=4, max_turns=1)
+        .policy(strategy="fsdp")
+        .learners(num_learners=2, num_cpus_per_learner=0.5)
+        .debugging(seed=0)
+    )
+    algo = config.build_algo()
+    try:
+        runner = algo.env_runner_group.local_env_runner
+        initial = {k: v.clone() for k, v in runner.module.get_state().items()}
+        algo.train()
+        learned = algo.learner_group.get_state()["learner"]["rl_module"][DEFAULT_MODULE_ID]
+        synced = runner.module.get_state()
+    finally:
+        algo.stop()
+    assert synced.keys() == learned.keys() == initial.keys()
+    assert any(not torch.equal(initial[k], learned[k]) for k in learned), "the update changed nothing"
+    assert all(torch.equal(synced[k], learned[k]) for k in learned), "the runner samples with stale weights"
+
+
+@pytest.mark.parametrize(
+    ("policy", "learners", "field"),
+    [
+        ({"strategy": "fsdp"}, 0, "num_learners"),
+        ({"strategy": "fsdp", "lora": {"r": 4}}, 2, "lora"),
+        ({"strategy": "zero3"}, 2, "strategy"),
+        ({"dtype": "fp16"}, 0, "dtype"),
+    ],
+)
+def test_config_rejects_learner_settings_it_cannot_run(policy, learners, field):
+    from agents.training.rllib import GRPOConfig
+
+    with pytest.raises(ValueError, match=field):
+        GRPOConfig().policy(**policy).learners(num_learners=learners).validate()

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"rllib": ROOT / "scripts" / "train_grpo_rllib.py", "torch": ROOT / "scripts" / "train_grpo_torch.py"}
-#: The flags only the RLlib trainer has (its "Ray RLlib" group).
+#: The flags only the RLlib trainer has (its "Ray RLlib" and "learner memory" groups).
 RLLIB_ONLY = {
     "--resume",
     "--checkpoint-every",
@@ -24,7 +24,11 @@ RLLIB_ONLY = {
     "--lora",
     "--lora-rank",
     "--ray-address",
+    "--ray-all-interfaces",
     "--num-cpus",
+    "--dtype",
+    "--gradient-checkpointing",
+    "--strategy",
 }
 
 

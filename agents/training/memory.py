@@ -170,10 +170,12 @@ def largest_trainable(
     strategy: str,
     dtype: str = "bfloat16",
     gradient_checkpointing: bool = True,
+    usable: float = 0.9,
     **kwargs: object,
 ) -> str | None:
-    """The largest Qwen2.5 shape whose learner fits ``gpu_gib`` per GPU with ``strategy`` over ``num_gpus``
-    (DDP and LoRA replicate the model: more GPUs do not make a larger one fit); None if none does."""
+    """The largest Qwen2.5 shape whose learner fits ``usable`` of ``gpu_gib`` per GPU with ``strategy`` over
+    ``num_gpus`` (the rest goes to the CUDA context, NCCL's buffers and the allocator's fragmentation; DDP and
+    LoRA replicate the model, so more GPUs do not make a larger one fit); None if none does."""
     world = num_gpus
     fitting = [
         name
@@ -186,6 +188,6 @@ def largest_trainable(
             gradient_checkpointing=gradient_checkpointing,
             **kwargs,
         ).total
-        <= gpu_gib * GIB
+        <= usable * gpu_gib * GIB
     ]
     return fitting[-1] if fitting else None

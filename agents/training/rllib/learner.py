@@ -51,12 +51,6 @@ class GRPOTorchLearner(AccumulatingTorchLearner):
         if self.sharded:
             self.gather_optimizer_state()
 
-    @override(TorchLearner)
-    def _make_modules_ddp_if_necessary(self) -> None:
-        # RLlib's hook for wrapping the module in DDP; under FSDP the module is already sharded.
-        if not self.sharded:
-            super()._make_modules_ddp_if_necessary()
-
     @override(AccumulatingTorchLearner)
     def accumulate_and_apply(self, batch: dict[str, Any]) -> dict[ModuleID, TensorType]:
         for module_id in batch:
@@ -95,7 +89,7 @@ class GRPOTorchLearner(AccumulatingTorchLearner):
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
         if self.sharded:  # every rank is here: gather what RLlib will ask rank 0 alone for
-            for module_id in self.module.keys():
+            for module_id in self.module.keys():  # noqa: SIM118  (a MultiRLModule, not a dict)
                 self.module[module_id].unwrapped().gather_state()
             self.gather_optimizer_state()
 
@@ -121,7 +115,8 @@ class GRPOTorchLearner(AccumulatingTorchLearner):
         self.gathered_optimizer_state = {
             f"{module_id}_{name}": {"module_id": module_id,
                                     "state": full_optimizer_state(self.module[module_id].unwrapped().model, optimizer)}
-            for module_id in self.module.keys() for name, optimizer in self.get_optimizers_for_module(module_id)}
+            for module_id in self.module.keys()  # noqa: SIM118  (a MultiRLModule, not a dict)
+            for name, optimizer in self.get_optimizers_for_module(module_id)}
 
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
         """Load an unsharded optimizer state (from FSDP or DDP) into the sharded optimizers, on every rank."""

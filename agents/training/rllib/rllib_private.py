@@ -3,11 +3,13 @@
 RLlib's ``TorchLearner`` forwards a whole train batch at once (``_uncompiled_update``: ``forward_train`` on the
 batch, then ``compute_losses``, ``compute_gradients``, ``apply_gradients``). Full-vocabulary logits of long
 transcripts do not fit in memory at once, so our learner accumulates gradients over micro-batches, and RLlib has
-no public hook between "a batch arrives" and "gradients are applied". The hook we take is ``Learner._update``;
-and, for FSDP, ``TorchLearner._get_optimizer_state``/``_set_optimizer_state``: RLlib asks rank 0 alone for the
-state (a sharded optimizer's state is on all ranks) and loads it with ``load_state_dict`` (which would put whole
-tensors where shards belong). Everything else the learner uses (``compute_losses``, ``postprocess_gradients``, ``apply_gradients``,
-``get_optimizers_for_module``, ``get_parameters``, ``get_param_ref``, ``device``) is public.
+no public hook between "a batch arrives" and "gradients are applied". The hook we take is ``Learner._update``.
+For FSDP: ``TorchLearner._make_modules_ddp_if_necessary`` (RLlib's hook for custom wrapping, skipped: the module
+is already sharded), and ``_get_optimizer_state``/``_set_optimizer_state``, because RLlib asks rank 0 alone for
+the state (a sharded optimizer's state is on all ranks) and loads it with ``load_state_dict`` (which would put
+whole tensors where shards belong). Everything else the learner uses (``compute_losses``,
+``postprocess_gradients``, ``apply_gradients``, ``get_optimizers_for_module``, ``get_parameters``,
+``get_param_ref``, ``device``) is public.
 When upgrading Ray, re-check ``TorchLearner._update``'s signature and return value, and the optimizer state's
 layout (``{name: {"module_id", "state": optimizer.state_dict() as numpy}}``), here.
 """
@@ -42,6 +44,11 @@ class AccumulatingTorchLearner(TorchLearner):
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
         """Load RLlib's layout of an unsharded optimizer state (torch tensors) into the sharded optimizers."""
         raise NotImplementedError
+
+    @override(TorchLearner)
+    def _make_modules_ddp_if_necessary(self) -> None:
+        if not self.sharded:
+            super()._make_modules_ddp_if_necessary()
 
     @override(TorchLearner)
     def _get_optimizer_state(self) -> dict[str, Any]:
