@@ -7,7 +7,8 @@
 ``--service`` measures only the HTTP service on the demo index: the default settings against ``--max-batch-size 1``
 (one query per index call), both servers up at once and measured in interleaved rounds at 1, 32 and 64 concurrent
 clients (aiohttp coroutines in this process, each sending one query per ``/batch_search`` request, as
-``HTTPRetriever`` does), so that both face the same machine load. It prints req/s, p50 and p99 and their ratios.
+``HTTPRetriever`` does; aiohttp comes with ray[serve], in the dev extra), so that both face the same machine
+load. It prints req/s, p50 and p99 and their ratios.
 
 Rows: pyserini BM25 one query per call vs batches, the same through the HTTP service (16 concurrent clients,
 one query per request, so the micro-batcher has to coalesce them), bm25s single vs batch, dense faiss flat vs
