@@ -338,6 +338,22 @@ def test_batcher_sends_the_backend_error_to_every_caller_and_keeps_working(threa
         assert batcher.search(["Paris"], 5) == threaded.search(["Paris"], 5)
 
 
+def test_batcher_keeps_working_after_a_chunked_request_fails(threaded):
+    """A request cut into chunks whose first chunk fails gets the error once; its other chunks are dropped and
+    the worker goes on serving (it once stopped when the only queued work was such a dropped chunk)."""
+
+    class Failing(_Recording):
+        def search(self, queries, k):
+            if "explode" in queries:
+                raise RetrieverError("backend failed")
+            return super().search(queries, k)
+
+    with MicroBatcher(Failing(threaded), max_batch_size=1) as batcher:
+        with pytest.raises(RetrieverError, match="backend failed"):
+            batcher.submit(["explode", "Paris", "Rome"], 5).result(10)
+        assert batcher.submit(["Paris"], 5).result(10) == threaded.search(["Paris"], 5)
+
+
 def test_batcher_sheds_load_and_refuses_after_close(threaded):
     recording = _Recording(threaded)
     batcher = MicroBatcher(recording, max_pending=4)

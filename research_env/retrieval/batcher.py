@@ -187,8 +187,10 @@ class MicroBatcher:
     def _next_batch(self) -> list[tuple[_Request, int, int]]:
         """Wait for work; then take chunks round-robin. Empty only when closed and drained."""
         with self._cond:
-            self._cond.wait_for(lambda: self._active or self._closed)
-            batch = self._take([])
+            batch: list[tuple[_Request, int, int]] = []
+            while not batch and (self._active or not self._closed):
+                self._cond.wait_for(lambda: self._active or self._closed)
+                batch = self._take([])  # empty when every waiting request was cancelled or had failed
             if self.max_wait_s > 0:
                 deadline = time.monotonic() + self.max_wait_s
                 while not self._closed and self._cond.wait(max(0.0, deadline - time.monotonic())):
