@@ -434,3 +434,21 @@ def test_server_shuts_down_promptly_on_sigterm(demo_index):
         assert srv.process.wait(15) == 0
     finally:
         srv.stop()
+
+
+@pytest.mark.slow
+def test_a_passage_with_a_lone_surrogate_is_served_with_a_replacement_character(tmp_path):
+    """JSON can spell a lone surrogate ("\\ud800"); no UTF-8 response can carry one. The corpus reader turns it
+    into U+FFFD, so the service answers 200 instead of failing to encode the hit."""
+    corpus = tmp_path / "corpus.jsonl"
+    docs = [{"id": "a", "contents": '"Zorblax"\nZorblax is a broken \ud800 city.'},
+            {"id": "b", "contents": '"Other"\nNothing to see here.'}]
+    corpus.write_text("".join(json.dumps(doc) + "\n" for doc in docs), encoding="utf-8")  # json escapes \ud800
+    srv = Server(cached_index(corpus, progress=False)).start()
+    try:
+        response = httpx.post(f"{srv.url}/retrieve", json={"queries": ["Zorblax city"], "topk": 1}, timeout=30)
+    finally:
+        srv.stop()
+    assert response.status_code == 200, response.text
+    (hit,) = response.json()["result"][0]
+    assert hit["id"] == "a" and "broken \ufffd city" in hit["contents"]

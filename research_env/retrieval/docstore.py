@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import re
 import os
 import warnings
 from array import array
@@ -22,6 +23,8 @@ DOCS_FILE, OFFSETS_FILE = "docs.jsonl", "offsets.npy"
 #: Wikipedia passages are ~600 characters and the env shows top-5 of them per search: one 10 MB passage would
 #: be a 10M-character result block. Cut passages are indexed and returned cut, by every backend alike.
 MAX_PASSAGE_CHARS = 16_384
+#: A surrogate code point on its own (a pair is decoded into one character by ``json.loads``).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _NAMED_WARNINGS = 10  # cut passages named one by one; the rest are counted
 
 
@@ -41,7 +44,8 @@ def iter_corpus_lines(corpus: str | os.PathLike) -> Iterator[tuple[bytes, dict]]
     integer) ``id`` is a :class:`CorpusFormatError` naming file and line; so are duplicate ids (refused, not
     de-duplicated: which copy is right is the corpus author's call) and a corpus without documents. Those two
     are only known at the end, so they are raised after the last document: builders write into a staging
-    directory and never publish such an index. Passages over ``MAX_PASSAGE_CHARS`` are cut, with a warning.
+    directory and never publish such an index. Passages over ``MAX_PASSAGE_CHARS`` are cut, with a warning, and
+    lone surrogates (which no response could encode) become U+FFFD.
     """
     path = Path(corpus)
     if not path.is_file():
@@ -60,6 +64,9 @@ def iter_corpus_lines(corpus: str | os.PathLike) -> Iterator[tuple[bytes, dict]]
                     warnings.warn(f"{path}:{line_no}: passage {doc['id']!r} has {len(doc['contents']):,} characters; "
                                   f"cut to the first {MAX_PASSAGE_CHARS:,}", CorpusWarning, stacklevel=2)
                 doc["contents"] = doc["contents"][:MAX_PASSAGE_CHARS]
+                raw = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
+            if _LONE_SURROGATE.search(doc["contents"]):  # JSON's "\ud800" escape: text no UTF-8 can encode
+                doc["contents"] = _LONE_SURROGATE.sub("\ufffd", doc["contents"])
                 raw = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
             yield raw, doc
     if cut > _NAMED_WARNINGS:
