@@ -129,6 +129,22 @@ def test_every_backend_refuses_duplicate_ids_and_cuts_absurd_passages(tmp_path):
         assert len(docs["huge"]) == MAX_PASSAGE_CHARS and docs["small"] == "zebra crossing"
 
 
+def test_every_backend_returns_a_lone_surrogate_as_a_replacement_character(tmp_path):
+    """JSON can spell a lone surrogate ("\\ud800"), which no UTF-8 response or tokenizer can take: every backend
+    returns it as U+FFFD (Lucene's encoder did so already; the reader now does it for the Python backends)."""
+    from research_env.retrieval.bm25s_retriever import BM25SRetriever, build_bm25s_index
+
+    corpus = write_corpus(tmp_path / "odd.jsonl", json.dumps({"id": "a", "contents": "zebra broken \ud800 city"}),
+                          json.dumps({"id": "b", "contents": "nothing here"}))
+    for build, load in ((lambda c, d: build_bm25_index(c, d, progress=False), BM25Retriever),
+                        (build_bm25s_index, BM25SRetriever)):
+        index = tmp_path / f"odd_{load.__name__}"
+        build(corpus, index)
+        (hit,) = load(index).search(["zebra city"], 1)[0]
+        assert hit.contents == "zebra broken \ufffd city", load.__name__
+        hit.contents.encode("utf-8")
+
+
 def test_concurrent_cache_builds_build_once(tmp_path):
     """build_once, behind every cached index: racing builders wait for the first one and reuse its result."""
     import threading
