@@ -39,7 +39,6 @@ from agents.policies.warmstart import WarmStart, prepare_policy
 from agents.training.rllib.algorithm import DEFAULT_ENV_ID
 from agents.training.sft import SFTConfig
 from agents.training.torch_loop import evaluate_policy
-from research_env.retrieval import reclaim_jvm_signal_handlers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,13 +73,11 @@ def grpo_config(args: argparse.Namespace, policy: Path, question_ids: list[str],
     """The RLlib GRPOConfig of the run: the paper's loss (clip 0.2, k3 KL and entropy at 0.001, grad clip
     1.0) with the feasibility run's batch and step sizes."""
     from agents.training.rllib import GRPOConfig
-    from agents.training.rllib.algorithm import warmup_lr
 
-    lr = warmup_lr(args.lr, args.warmup_iterations, len(question_ids) * args.group_size)
     return (GRPOConfig()
             .environment(env_config={"top_k": args.top_k})
             .training(algorithm=args.algorithm, prompts_per_batch=len(question_ids), group_size=args.group_size,
-                      lr=lr, num_minibatches=args.minibatches, drop_zero_advantage=True, micro_batch_size=8,
+                      lr=args.lr, warmup_iterations=args.warmup_iterations, num_minibatches=args.minibatches, drop_zero_advantage=True, micro_batch_size=8,
                       question_ids=question_ids)
             .rollouts(max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens, max_turns=args.max_turns)
             .policy(model=str(policy))
@@ -180,16 +177,28 @@ def print_table(runs: list[dict[str, Any]]) -> None:
 
 
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = learning_figure(runs)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def learning_figure(runs: list[dict[str, Any]]):  # -> matplotlib.figure.Figure
+    """Training reward per seed, and the separate evaluations before and after GRPO: one pair of bars per seed
+    in each group, each pair labelled with its seed (the legend only tells before from after)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     for run in runs:
         its = [h["iteration"] for h in run["history"]]
         axes[0].plot(its, [h["charts/episodic_return"] for h in run["history"]], label=f"seed {run['seed']}")
     axes[0].set(xlabel="GRPO iteration (RLlib)", ylabel="reward", title="training rollouts (16 x 5 per iteration)")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend()
     names = ["GRPO questions:\nreward", "GRPO questions:\nformat-valid", "held-out:\nreward", "held-out:\nformat-valid"]
     keys = [("train", "reward"), ("train", "format_ok"), ("heldout", "reward"), ("heldout", "format_ok")]
@@ -199,24 +208,26 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         for j, (tag, color) in enumerate((("before", "tab:gray"), ("after", "tab:blue"))):
             values = [run[tag][s][k] for s, k in keys]
             errors = [run[tag][s][k + "_se"] for s, k in keys]
-            axes[1].bar(x - 0.4 + width * (2 * i + j + 0.5), values, width, yerr=errors, color=color, capsize=2,
-                        label=f"{tag} GRPO" if i == 0 else None)
+            bars = axes[1].bar(x - 0.4 + width * (2 * i + j + 0.5), values, width, yerr=errors, color=color,
+                               capsize=2, label=f"{tag} GRPO" if i == 0 else None)
+            if tag == "after":  # the seed, once per pair, above the taller error bar
+                axes[1].bar_label(bars, labels=[f"s{run['seed']}"] * len(names), fontsize="x-small", padding=6)
     axes[1].set_xticks(x, names)
-    axes[1].set(title=f"separate evaluation, seeds {[r['seed'] for r in runs]} (± s.e.)", ylim=(0, 1))
-    axes[1].legend()
+    axes[1].set(title=f"separate evaluation, seeds {[r['seed'] for r in runs]} (± s.e.; bar pairs s<seed>)",
+                ylim=(0, 1.1))
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: the seed labels reach the top
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def main() -> None:
     args = parse_args()
-    import ray
+    from agents.training.rllib.cluster import init_ray
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=args.threads, include_dashboard=False, configure_logging=False)
-    reclaim_jvm_signal_handlers()  # a no-op unless the embedded BM25's JVM already runs in this process
+    init_ray(num_cpus=args.threads)
+    import ray
     runs = []
     try:
         for seed in args.seeds:

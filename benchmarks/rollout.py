@@ -28,8 +28,8 @@ import torch
 
 import research_env  # noqa: F401  (registers the env ids)
 from agents.generation.hf_backend import HFBackend
-from agents.policies.models import tiny_qwen2_path
 from agents.generation.rollout import RolloutConfig, run_episodes, token_env
+from agents.policies.models import tiny_qwen2_path
 from research_env.assets import demo_dataset
 from research_env.data import load_qa_dataset
 

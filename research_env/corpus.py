@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from research_env.data import detect_format
+from research_env.retrieval.docstore import CorpusFormatError
 
 
 def passage_contents(title: str, text: str) -> str:
@@ -75,3 +76,49 @@ def build_corpus(raw_paths: Iterable[str | os.PathLike], out_path: str | os.Path
                 yield from (json.loads(line) for line in f if line.strip())
 
     return write_jsonl(passages(), out_path)
+
+
+def iter_titled_passages(paths: Iterable[str | os.PathLike]) -> Iterator[dict[str, str]]:
+    """JsonCollection passages of corpora in the layouts users have: BEIR's ``corpus.jsonl`` (``_id``, ``title``,
+    ``text``), ``{"title", "text"}`` lines (the id is then a hash of the contents, as in :func:`iter_passages`),
+    or lines that already are ``{"id", "contents"}``. Ids must be unique across all files."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{line_no}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise CorpusFormatError(f"{where}: not a JSON line ({error})") from None
+                if not isinstance(row, dict) or not isinstance(row.get("text", row.get("contents")), str):
+                    keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                    raise CorpusFormatError(f"{where}: a passage needs a 'text' string (BEIR: _id, title, text) or "
+                                            f"'id' and 'contents'; found {keys}")
+                if "contents" in row and "text" not in row:
+                    contents = row["contents"]
+                else:
+                    contents = passage_contents(str(row.get("title") or ""), row["text"])
+                doc_id = row.get("_id", row.get("id"))
+                doc_id = hashlib.sha1(contents.encode("utf-8")).hexdigest()[:16] if doc_id is None else str(doc_id)
+                if doc_id in seen:
+                    raise CorpusFormatError(f"{where}: passage id {doc_id!r} was already used at {seen[doc_id]}; "
+                                            "ids must be unique")
+                seen[doc_id] = where
+                yield {"id": doc_id, "contents": contents}
+
+
+def convert_corpus(paths: Iterable[str | os.PathLike], out_path: str | os.PathLike) -> int:
+    """Write BEIR / ``{title, text}`` corpora as one JsonCollection JSONL (see :func:`iter_titled_passages`); a bad
+    line leaves no output file behind, so a half-converted corpus is never indexed."""
+    out = Path(out_path)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        n = write_jsonl(iter_titled_passages(paths), partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, out)
+    return n

@@ -29,6 +29,7 @@ NO_RESULTS_NOTICE = "No documents matched the search query."
 
 _ANSWER_SPAN = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.DOTALL)
 _BOXED = re.compile(r"\\boxed\{|\\fbox\{|\\boxed ")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ChunkKind(enum.Enum):
@@ -76,12 +77,44 @@ def format_result(documents: Sequence[str]) -> str:
     return f" {RESULT_OPEN}\n{body}\n{RESULT_CLOSE}"
 
 
+def find_lone_surrogate(text: str) -> int:
+    """Where ``text`` holds a lone UTF-16 surrogate (U+D800–U+DFFF: not a character, so not valid UTF-8 and
+    not encodable by any tokenizer, JSON encoder or HTTP client), or -1."""
+    if text.isascii():
+        return -1
+    match = _SURROGATE.search(text)
+    return match.start() if match else -1
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (see :func:`find_lone_surrogate`) as U+FFFD."""
+    if find_lone_surrogate(text) < 0:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 @dataclass(frozen=True)
 class FormatVerdict:
     """Whether a response follows the tag protocol, and if not, the first rule it breaks."""
 
     ok: bool
     reason: str
+
+
+def policy_view(response: str, env_spans: Sequence[tuple[int, int]]) -> str:
+    """``response`` with each env-written span (a result block; offsets into ``response``) read as an empty
+    ``" <result></result>"``: what the format check and the answer extraction read, so that a retrieved
+    passage holding ``<think>``, ``<answer>`` or ``\\boxed{}`` cannot change the reward. The tags stay, because
+    the format rule "each ``</search>`` is followed by ``<result>…</result>``" is about where the env answered."""
+    pieces, cursor = [], 0
+    for start, end in env_spans:
+        if not cursor <= start <= end <= len(response):
+            raise ValueError(f"env span ({start}, {end}) is not an ordered span of the {len(response)}-character "
+                             "response; pass the env's info['env_spans'] shifted by info['prompt_length']")
+        pieces += [response[cursor:start], f" {RESULT_OPEN}{RESULT_CLOSE}"]
+        cursor = end
+    pieces.append(response[cursor:])
+    return "".join(pieces)
 
 
 def check_format(response: str) -> FormatVerdict:

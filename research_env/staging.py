@@ -55,3 +55,22 @@ def write_once(target: str | os.PathLike, write: Callable[[Path], object], *, co
         if not (target / complete).is_file():
             raise
     return target
+
+
+def build_once(target: str | os.PathLike, build: Callable[[Path], object]) -> Path:
+    """A cache directory made by ``build(target)`` unless it already exists; ``target``.
+
+    For builds too costly to run twice (indexes): one builder at a time across processes, under a file lock
+    beside ``target``; the others wait and reuse its result. ``build`` must publish ``target`` whole, e.g.
+    through :func:`staged_directory`, so that a directory that exists is a complete one.
+    """
+    from filelock import FileLock
+
+    target = Path(target)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not target.is_dir():
+            build(target)
+    return target

@@ -5,6 +5,7 @@ template for instruct models."""
 from __future__ import annotations
 
 import os
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +50,31 @@ class PromptTemplate:
             raise ValueError(f"base template {self.name!r} has no {QUESTION_SLOT} slot for the question")
 
 
+class TemplateFormatError(ValueError):
+    """A template written for ``str.format`` (doubled braces) that cannot be read as one."""
+
+
+def unescape_format_template(text: str, name: str = "custom") -> str:
+    """Undo ``str.format`` escaping: ReSearch's templates double their literal braces (``\\boxed{{}}``) because
+    its code fills them with ``template.format(prompt=question)``, while ours fills ``{prompt}`` with
+    ``str.replace``. A text without ``{{`` is returned as it is, so ``\\boxed{}`` or nested LaTeX such as
+    ``\\boxed{\\text{x}}`` stays literal."""
+    if "{{" not in text:
+        return text
+    try:
+        pieces = list(string.Formatter().parse(text))
+    except ValueError as error:
+        raise TemplateFormatError(
+            f"template {name!r} doubles some braces like a str.format template but is not one ({error}): "
+            "double every literal brace, or none") from None
+    fields = {field for _, field, _, _ in pieces if field is not None}
+    if fields - {"prompt"}:
+        raise TemplateFormatError(
+            f"template {name!r} is a str.format template with fields {sorted(fields - {'prompt'})}: only "
+            f"{QUESTION_SLOT} (the question) is filled; double the braces of literal text")
+    return "".join(literal + (QUESTION_SLOT if field is not None else "") for literal, field, _, _ in pieces)
+
+
 TEMPLATES: dict[str, PromptTemplate] = {}
 _TEMPLATE_SUFFIXES = frozenset({".txt", ".md", ".j2", ".jinja", ".tmpl"})
 
@@ -62,7 +88,7 @@ def _is_file(path: Path) -> bool:
 
 def register_template(name: str, text: str, kind: Literal["base", "system"] = "base") -> PromptTemplate:
     """Add (or replace) a named template, e.g. to evaluate a released checkpoint with its exact prompt."""
-    template = PromptTemplate(name, text, kind)
+    template = PromptTemplate(name, unescape_format_template(text, name), kind)
     TEMPLATES[name] = template
     return template
 
@@ -96,6 +122,7 @@ def resolve_template(template: str | os.PathLike | PromptTemplate | None, apply_
         raise FileNotFoundError(f"template file {path} does not exist; known names: {sorted(TEMPLATES)}")
     else:
         text, name = str(template), "custom"
+    text = unescape_format_template(text, name)
     return PromptTemplate(name, text, "base" if QUESTION_SLOT in text else "system")
 
 

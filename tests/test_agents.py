@@ -8,9 +8,9 @@ import pytest
 
 import research_env  # noqa: F401
 from agents.evaluation.baselines import IRCoT, IterRetGen, NaiveGeneration, NaiveRAG
-from agents.generation.hf_backend import HFBackend
 from agents.evaluation.oracle import OracleAgent
 from agents.evaluation.research_agent import ReSearchAgent
+from agents.generation.hf_backend import HFBackend
 from agents.generation.rollout import RolloutConfig, run_episodes, token_env
 from research_env.assets import demo_dataset
 from research_env.data import load_qa_dataset

@@ -145,3 +145,62 @@ def test_collate_right_pads_and_keeps_masks():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["loss_mask"].tolist() == [[0, 1, 1], [0, 1, 0]]
     assert batch["old_logprobs"][1].tolist() == pytest.approx([0.0, -0.2, 0.0])
+
+
+def _tiny_lm() -> Qwen2ForCausalLM:
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=1, num_key_value_heads=1, head_dim=32))
+
+
+def _gradient(trajectories: list[Trajectory], advantages: torch.Tensor, settings) -> dict[str, torch.Tensor]:
+    from agents.training.torch_loop import grpo_update
+
+    model = _tiny_lm()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that leaves the weights, and the grads
+    grpo_update(model, None, optimizer, trajectories, advantages, settings, pad_token_id=0)
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_a_registered_aggregation_splits_over_micro_batches_and_learners_without_edits_elsewhere():
+    """A new aggregation (the mean over trajectories of each trajectory's token mean) is only registered; the
+    plain loop's micro-batches and the RLlib learners' shards must still give the whole batch's loss."""
+    from agents.training.algorithms import AlgorithmSpec, register_loss_aggregator, trajectory_share
+    from agents.training.algorithms.losses import LOSS_AGGREGATORS
+    from agents.training.rllib.algorithm import learner_shards
+    from agents.training.settings import GRPOSettings
+
+    @register_loss_aggregator("sequence_mean", row_share=trajectory_share)
+    def sequence_mean(per_token, mask, config):
+        return ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+    ALGORITHMS["seq_pg"] = AlgorithmSpec("grpo", "sequence_mean")
+    try:
+        g = torch.Generator().manual_seed(1)
+        trajectories = [Trajectory(torch.randint(1, 50, (n,), generator=g).tolist(), [0] * 3 + [1] * (n - 3),
+                                   [0.0] * 3 + [-3.9] * (n - 3), 0.0, i // 2) for i, n in enumerate((9, 5, 12, 6, 7))]
+        advantages = torch.tensor([1.0, -1.0, 0.5, -0.5, 0.0])
+        config = dict(algorithm="seq_pg", kl_coef=0.0, entropy_coef=0.0, prompts_per_batch=3, group_size=2)
+        whole = _gradient(trajectories, advantages, GRPOSettings(micro_batch_size=5, **config))
+        split = _gradient(trajectories, advantages, GRPOSettings(micro_batch_size=1, **config))
+        for name, grad in whole.items():
+            torch.testing.assert_close(split[name], grad, rtol=1e-4, atol=1e-6)
+
+        # The learners' shard weights: the weighted shard losses add up to the whole batch's loss.
+        batch = collate(trajectories, advantages, pad_token_id=0)
+        per_token = torch.randn(batch["loss_mask"].shape, generator=g)
+        loss_config = LossConfig(aggregation="sequence_mean")
+        whole_loss = float(sequence_mean(per_token, batch["loss_mask"], loss_config))
+        for learners in (2, 3):  # 2: a shard mixes real rows and padding; 3: a shard is padding alone
+            shards = learner_shards(dict(batch, per_token=per_token), "sequence_mean", num_learners=learners)
+            total = 0.0
+            for shard in shards:
+                rows = shard.policy_batches["default_policy"]
+                weights = torch.as_tensor(rows["loss_weight"])
+                real = weights > 0 if (weights > 0).any() else torch.ones_like(weights, dtype=torch.bool)
+                mask = torch.as_tensor(rows["loss_mask"])[real]  # the learner's micro-batch drops padding rows
+                part = sequence_mean(torch.as_tensor(rows["per_token"])[real], mask, loss_config)
+                total += float(part * weights.sum()) / len(shards)  # DDP averages over the learners
+            assert total == pytest.approx(whole_loss, rel=1e-5), learners
+    finally:
+        del ALGORITHMS["seq_pg"], LOSS_AGGREGATORS["sequence_mean"]

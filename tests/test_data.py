@@ -114,3 +114,74 @@ def test_hotpot_and_2wiki_paragraphs_become_passages(shared_data, name, title_te
 def test_flashrag_rows_have_no_paragraphs(shared_data, tmp_path):
     with pytest.raises(ValueError, match="carry no paragraphs"):
         build_corpus([shared_data / "bamboogle/test.jsonl"], tmp_path / "c.jsonl")
+
+
+# --- every row is checked at load (issue 12, item 5) ------------------------------------------------------------
+
+def write_rows(path, rows) -> None:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+
+
+def flashrag_rows(n: int = 4) -> list[dict]:
+    return [{"id": f"q{i}", "question": f"Question {i}?", "golden_answers": [f"a{i}"]} for i in range(n)]
+
+
+@pytest.mark.parametrize("edit, line, field", [
+    (lambda row: row.pop("golden_answers"), 3, "'golden_answers' must be a non-empty list of strings"),
+    (lambda row: row.update(golden_answers=[1, 2]), 3, "'golden_answers'"),
+    (lambda row: row.update(golden_answers=[]), 3, "'golden_answers'"),
+    (lambda row: row.update(question=7), 3, "'question' must be a non-empty string, got 7"),
+    (lambda row: row.update(id=None), 3, "'id' must be an id"),
+])
+def test_a_bad_row_is_reported_with_its_file_and_line_at_load(tmp_path, edit, line, field):
+    rows = flashrag_rows()
+    edit(rows[1])
+    write_rows(tmp_path / "d.jsonl", ["", rows[0], rows[1], *rows[2:]])  # a blank first line still counts
+    with pytest.raises(DatasetFormatError, match=rf"d\.jsonl, line {line}: {field}"):
+        load_qa_dataset(tmp_path / "d.jsonl")
+
+
+def test_raw_rows_are_checked_too(shared_data, tmp_path):
+    rows = [json.loads(line) for line in (shared_data / "musique/musique_ans_v1.0_dev.sample100.jsonl").open()][:5]
+    del rows[4]["answer"]
+    write_rows(tmp_path / "m.jsonl", rows)
+    with pytest.raises(DatasetFormatError, match=r"m\.jsonl, line 5: 'answer' must be a non-empty string"):
+        load_qa_dataset(tmp_path / "m.jsonl")
+
+
+def test_duplicate_ids_name_both_lines(tmp_path):
+    rows = flashrag_rows()
+    rows[3]["id"] = "q1"
+    write_rows(tmp_path / "d.jsonl", rows)
+    with pytest.raises(DatasetFormatError, match=r"line 4: question id 'q1' was already used at line 2"):
+        load_qa_dataset(tmp_path / "d.jsonl")
+
+
+def test_binary_junk_is_named_as_such(tmp_path):
+    (tmp_path / "d.jsonl").write_bytes(b'{"id": "q0"' + bytes(range(128, 256)))
+    with pytest.raises(DatasetFormatError, match=r"d\.jsonl is not UTF-8 text .*compressed or binary"):
+        load_qa_dataset(tmp_path / "d.jsonl")
+
+
+@pytest.mark.parametrize("name", ["hotpotqa/hotpot_dev_distractor_v1.sample100.jsonl",
+                                  "2wikimultihopqa/2wikimultihopqa_dev.sample82.jsonl"])
+@pytest.mark.parametrize("indent", [None, 1])
+def test_official_json_array_downloads_load_like_their_jsonl(shared_data, tmp_path, name, indent):
+    rows = [json.loads(line) for line in (shared_data / name).open()]
+    (tmp_path / "dev.json").write_text(json.dumps(rows, indent=indent))
+    as_array, as_lines = load_qa_dataset(tmp_path / "dev.json"), load_qa_dataset(shared_data / name)
+    assert as_array.format == as_lines.format and list(as_array) == list(as_lines)
+    del rows[7]["question"]
+    (tmp_path / "bad.json").write_text(json.dumps(rows, indent=indent))
+    with pytest.raises(DatasetFormatError, match=r"bad\.json, record 7 of the JSON array: 'question'"):
+        load_qa_dataset(tmp_path / "bad.json")
+
+
+def test_a_line_that_is_not_an_object_is_a_clear_error(tmp_path):
+    rows = flashrag_rows()
+    write_rows(tmp_path / "d.jsonl", [rows[0], "[1, 2]", *rows[1:]])
+    with pytest.raises(DatasetFormatError, match=r"line 2: expected a JSON object per line, got list"):
+        load_qa_dataset(tmp_path / "d.jsonl")
+    write_rows(tmp_path / "d.jsonl", ["[1, 2]", *rows])
+    with pytest.raises(DatasetFormatError, match=r"starts like a JSON array but is not valid JSON"):
+        load_qa_dataset(tmp_path / "d.jsonl")

@@ -110,3 +110,56 @@ def test_gpu_learner_update(ray_cluster):
     cfg = config(num_learners=1).learners(num_gpus_per_learner=1)
     (weights, grads), = update(cfg, synthetic_batch())
     assert grads and all(torch.isfinite(g).all() for g in grads.values())
+
+
+def local_learner(cfg: GRPOConfig):
+    group = cfg.build_learner_group(rl_module_spec=cfg.get_multi_rl_module_spec(spaces=SPACES))
+    return group, group._learner
+
+
+def one_shard(batch: dict[str, torch.Tensor]):
+    from agents.training.rllib.algorithm import learner_shards
+
+    return learner_shards(dict(batch), "token_mean", 0)[0]
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(ray_cluster):
+    batch = synthetic_batch()
+    grads, calls = {}, {}
+    for checkpointing in (False, True):
+        group, learner = local_learner(config(num_learners=0).training(micro_batch_size=4)
+                                       .policy(gradient_checkpointing=checkpointing))
+        try:
+            model = learner.module[DEFAULT_MODULE_ID].unwrapped().model
+            calls[checkpointing] = 0
+
+            def count(*_, c=checkpointing) -> None:
+                calls[c] += 1
+
+            # Inside the layer, as transformers checkpoints a layer's __call__ or (5.24) its forward; a pre-hook,
+            # as torch stops a recomputation once it has what the backward needs, before the mlp returns.
+            model.get_decoder().layers[0].mlp.register_forward_pre_hook(count)
+            group.update(batch=one_shard(batch))
+            grads[checkpointing] = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        finally:
+            group.shutdown()
+    assert calls == {False: 1, True: 2}, "with checkpointing, the backward pass runs each layer's forward again"
+    for name, grad in grads[False].items():
+        torch.testing.assert_close(grads[True][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.slow
+def test_bfloat16_policy_gives_float32_logprobs_and_no_reference_without_kl(ray_cluster):
+    group, learner = local_learner(config(num_learners=0).training(kl_coef=0.0).policy(dtype="bfloat16"))
+    try:
+        module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        assert module.reference is None, "kl_coef=0 needs no reference model"
+        assert {p.dtype for p in module.model.parameters()} == {torch.bfloat16}
+        batch = synthetic_batch()
+        out = module.forward_train({k: batch[k] for k in ("input_ids", "attention_mask", "loss_mask")})
+        assert out["logprobs"].dtype == torch.float32 and "ref_logprobs" not in out
+        results = group.update(batch=one_shard(batch))
+        assert torch.isfinite(torch.tensor(float(results[0][DEFAULT_MODULE_ID]["total_loss"].peek())))
+    finally:
+        group.shutdown()

@@ -1,8 +1,10 @@
-"""GRPO on real Ray end to end: the training script writes checkpoints, TensorBoard events and curves and
-survives SIGKILL losing at most one iteration; swapping GRPO for RLOO is one config value."""
+"""GRPO on real Ray end to end: the training script writes checkpoints, TensorBoard events and curves,
+survives SIGKILL losing at most one iteration, stops cleanly on SIGINT/SIGTERM, resumes past an unreadable
+checkpoint, and keeps its Ray instance on 127.0.0.1; swapping GRPO for RLOO is one config value."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,24 +31,88 @@ TINY = ["--prompts", "1", "--group-size", "2", "--max-new-tokens", "4", "--max-t
 
 
 def start(output: Path, *args: str) -> subprocess.Popen:
-    # A session of its own, so that the kill below reaches the script and the Ray processes it started.
-    return subprocess.Popen([sys.executable, str(SCRIPT), "--output", str(output), *TINY, *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # A session of its own, so that the kill below reaches the script and the Ray processes it started; SIGINT at
+    # its default disposition, as in a terminal (a background shell would start it ignored).
+    # Without conftest's loopback setting for Ray: the script must keep its Ray instance on 127.0.0.1 by itself.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    return subprocess.Popen([sys.executable, str(SCRIPT), "--output", str(output), *TINY, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL) and None)
+
+
+@contextlib.contextmanager
+def running(output: Path, *args: str) -> Iterator[subprocess.Popen]:
+    """The script running; killed with its Ray processes on leaving, unless it ended by itself."""
+    run = start(output, *args)
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+
+
+def wait_for(run: subprocess.Popen, path: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.is_dir():
+        assert run.poll() is None, f"the script ended early:\n{run.stdout.read()}"
+        assert time.monotonic() < deadline, f"no {path.name} within {timeout} s"
+        time.sleep(0.2)
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The addresses that the process and its descendants (Ray's GCS, raylet, agents, workers) listen on."""
+    import psutil
+
+    root = psutil.Process(pid)
+    pids = {pid} | {child.pid for child in root.children(recursive=True)}
+    return {c.laddr.ip for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+@pytest.mark.slow
+def test_sigint_stops_after_the_iteration_with_a_checkpoint_and_resume_skips_an_unreadable_one(tmp_path):
+    output = tmp_path / "run"
+    with running(output, "--iterations", "60", "--checkpoint-every", "1") as run:
+        wait_for(run, output / "checkpoints" / "iter_000001")
+        addresses = listening_addresses(run.pid)
+        assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, addresses
+        run.send_signal(signal.SIGINT)
+        log, _ = run.communicate(timeout=240)
+    assert run.returncode == 130, log
+    assert "Traceback" not in log and "stopped by SIGINT" in log, log
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    stopped_at = rows[-1]["iteration"]
+    assert stopped_at < 60 and (output / "checkpoints" / f"iter_{stopped_at:06d}").is_dir()  # the last one saved
+
+    # A checkpoint truncated by a crash or a full disk: named, skipped, and the one before it is used.
+    newest = output / "checkpoints" / f"iter_{stopped_at:06d}"
+    state = newest / "learner_group" / "learner" / "state.pkl"
+    state.write_bytes(state.read_bytes()[:1000])
+    resumed = start(output, "--iterations", str(stopped_at), "--resume")
+    log, _ = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, log
+    assert f"checkpoint {newest} is unreadable" in log, log
+    assert f"at iteration {stopped_at - 1}" in log, log
+
+
+@pytest.mark.slow
+def test_a_second_sigterm_stops_at_once(tmp_path):
+    output = tmp_path / "run"
+    with running(output, "--iterations", "60") as run:
+        wait_for(run, output / "checkpoints" / "iter_000001")
+        run.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        run.send_signal(signal.SIGTERM)
+        log, _ = run.communicate(timeout=120)
+    assert run.returncode != 0 and "SIGTERM received twice" in log, log
+    assert (output / "checkpoints" / "iter_000001").is_dir()  # what was saved is left intact
 
 
 @pytest.mark.slow
 def test_script_checkpoints_and_resumes_after_sigkill(tmp_path):
     output = tmp_path / "run"
-    run = start(output, "--iterations", "8", "--checkpoint-every", "1")
-    deadline = time.monotonic() + 240
-    try:
-        while not (output / "checkpoints" / "iter_000002").is_dir():
-            assert run.poll() is None, f"the script ended early:\n{run.stdout.read()}"
-            assert time.monotonic() < deadline, "no second checkpoint within 240 s"
-            time.sleep(0.2)
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
+    with running(output, "--iterations", "8", "--checkpoint-every", "1") as run:
+        wait_for(run, output / "checkpoints" / "iter_000002")  # then killed with SIGKILL
     assert list((output / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
     assert (output / "curves.png").stat().st_size > 0
     killed_at = max(int(p.name.split("_")[1]) for p in (output / "checkpoints").glob("iter_*"))
@@ -124,16 +191,12 @@ def test_learner_shards_pad_to_equal_shards_whose_weights_give_the_batch_loss():
 
 
 def test_minibatches_hold_whole_groups_and_drop_zero_advantages():
-    from agents.training.rllib import GRPOConfig
-    from agents.training.rllib.algorithm import GRPO
+    from agents.training.algorithms import minibatch_rows
 
-    group_ids = torch.tensor([0, 0, 1, 1, 2, 2])
+    group_ids = [0, 0, 1, 1, 2, 2]
     advantages = torch.tensor([0.7, -0.7, 0.0, 0.0, 1.0, -1.0])
-    shim = type("Shim", (), {})()
-    shim.config = GRPOConfig().training(num_minibatches=2, drop_zero_advantage=True, prompts_per_batch=3)
-    assert GRPO._minibatches(shim, group_ids, advantages) == [[0, 1, 4, 5]]  # group 1 is all zero: nothing left
-    shim.config.drop_zero_advantage = False
-    assert GRPO._minibatches(shim, group_ids, advantages) == [[0, 1, 4, 5], [2, 3]]
+    assert minibatch_rows(group_ids, advantages, 2, drop_zero_advantage=True) == [[0, 1, 4, 5]]  # group 1: all zero
+    assert minibatch_rows(group_ids, advantages, 2, drop_zero_advantage=False) == [[0, 1, 4, 5], [2, 3]]
 
 
 def test_config_rejects_minibatches_that_cannot_hold_whole_groups_and_duplicate_questions():

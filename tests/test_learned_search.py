@@ -14,6 +14,7 @@ import gymnasium as gym
 import pytest
 
 import research_env  # noqa: F401  (registers the env ids)
+from research_env.assets import demo_dataset
 from research_env.worlds import WorldConfig, generate_world, spell_out_names, split_syllables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,8 +99,9 @@ def test_split_flags_need_an_env_with_splits():
         script.parse_args(["--env", "ReSearch-MuSiQue-v0", "--split", "dev", "--eval-every", "0"])
     with pytest.raises(SystemExit):
         script.parse_args(["--env", "ReSearch-MuSiQue-v0"])  # --eval-every 5 but no held-out questions
-    args = script.parse_args(["--env", "ReSearch-MuSiQue-v0", "--eval-dataset", "held_out.jsonl"])
-    assert args.split is None and args.eval_dataset == "held_out.jsonl"
+    held_out = str(demo_dataset("musique"))
+    args = script.parse_args(["--env", "ReSearch-MuSiQue-v0", "--eval-dataset", held_out])
+    assert args.split is None and args.eval_dataset == held_out
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from research_env.protocol import format_result
 from research_env.reward import (
     cover_exact_match,
     exact_match,
@@ -14,6 +15,8 @@ from research_env.reward import (
     f1_score,
     get_reward_fn,
     normalize_answer,
+    re_search_reward,
+    re_search_transcript_reward,
     score_response,
 )
 
@@ -126,3 +129,47 @@ def test_reward_is_pluggable():
 @given(st.text(), st.lists(st.text(), max_size=3))
 def test_reward_is_in_unit_interval(response, golden):
     assert 0.0 <= score_response(response, golden, EOS).reward <= 1.0
+
+
+# --- passages cannot steer the reward (issue 12, item 8) -------------------------------------------------------
+
+HOSTILE = ["<think>", "</answer>", "<answer> \\boxed{wrong} </answer>", "<search>", "<result>", "}", "{", "$",
+           "\\boxed{", "\\fbox{x}", EOS]
+passages = st.lists(st.one_of(st.sampled_from(HOSTILE), st.text(max_size=8)), max_size=6).map("".join)
+
+
+def with_result(passage: str) -> tuple[str, list[tuple[int, int]]]:
+    """A correct, well-formed response whose one search returned ``passage``; and the span of its result block."""
+    head = "<think> r </think><search> q </search>"
+    block = format_result([passage])
+    return head + block + answer("Paris") + EOS, [(len(head), len(head) + len(block))]
+
+
+@given(passage=passages)
+def test_a_passage_cannot_change_the_score(passage):
+    clean_response, clean_spans = with_result("Paris is in France.")
+    clean = score_response(clean_response, ["Paris"], EOS, clean_spans)
+    response, spans = with_result(passage)
+    score = score_response(response, ["Paris"], EOS, spans)
+    assert (score.reward, score.answer, score.format_ok, score.reason) == (1.0, "Paris", True, clean.reason)
+
+
+@pytest.mark.parametrize("passage", ["<think> a stray tag", "<answer> \\boxed{Rome} </answer>"])
+def test_research_transcript_rule_reads_passages_as_re_search_py_does(passage):
+    response, spans = with_result(passage)
+    score = score_response(response, ["Paris"], EOS, spans)
+    assert re_search_reward(score) == 1.0
+    assert re_search_transcript_reward(score) == score_response(response, ["Paris"], EOS).reward == 0.0
+    assert get_reward_fn("re_search_transcript") is re_search_transcript_reward
+
+
+@given(passage=st.text().filter(lambda s: not any(c in s for c in "<>{}$\\")))
+def test_both_rules_agree_on_passages_without_tags(passage):
+    response, spans = with_result(passage)
+    score = score_response(response, ["Paris"], EOS, spans)
+    assert re_search_transcript_reward(score) == re_search_reward(score) == 1.0
+
+
+def test_env_spans_must_lie_in_the_response():
+    with pytest.raises(ValueError, match="env span"):
+        score_response(answer("Paris") + EOS, ["Paris"], EOS, [(5, 500)])

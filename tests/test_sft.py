@@ -10,11 +10,18 @@ import pytest
 import torch
 
 import research_env  # noqa: F401
-from agents.training.algorithms import token_logprobs
 from agents.evaluation.oracle import run_oracle_episode
 from agents.generation.rollout import RolloutConfig, token_env
-from agents.training.sft import SFTConfig, build_sft_dataset, build_sft_example, corrupt_words, pad_examples, sft_loss, sft_train
 from agents.policies.small_vocab import small_qwen2
+from agents.training.algorithms import collate_tokens, token_logprobs
+from agents.training.sft import (
+    SFTConfig,
+    build_sft_dataset,
+    build_sft_example,
+    corrupt_words,
+    sft_loss,
+    sft_train,
+)
 from research_env.protocol import RESULT_CLOSE, RESULT_OPEN
 
 CONFIG = RolloutConfig(max_new_tokens=64, max_tokens=4096)
@@ -68,7 +75,7 @@ def test_sft_loss_is_masked_nll_and_training_lowers_it(small_vocab):
     tokenizer, ids = small_vocab
     examples = build_sft_dataset(make_env(tokenizer), ids[:2], noisy_copies=1)
     model = small_qwen2(tokenizer, seed=0)
-    batch = pad_examples(examples, tokenizer.pad_token_id)
+    batch = collate_tokens([e.input_ids for e in examples], [e.loss_mask for e in examples], tokenizer.pad_token_id)
     with torch.no_grad():
         loss = sft_loss(model, **batch)
         full, _ = token_logprobs(model, batch["input_ids"], batch["attention_mask"])

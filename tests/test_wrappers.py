@@ -5,11 +5,16 @@ replay bit for bit and reject tampering, episode statistics, and vector envs wit
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
+import unicodedata
 from itertools import groupby
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
+import uvicorn
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -19,7 +24,10 @@ from transformers import PreTrainedTokenizerFast
 import research_env  # noqa: F401  (registers the env ids)
 from research_env import Document, ReSearchEnv, load_qa_dataset
 from research_env.assets import DEMO_CORPUS, DEMO_DATASETS
-from research_env.tokenizer import CHAT_TEMPLATE, build_qwen25_tokenizer
+from research_env.env import SearchPendingError
+from research_env.retrieval.http import HTTPRetriever, RetrieverUnavailable
+from research_env.retrieval.service import create_app
+from research_env.tokenizer import CHAT_TEMPLATE, build_qwen25_tokenizer, qwen25_text_encoder
 from research_env.vector import BatchedRetrievalVectorEnv
 from wrappers import (
     Budget,
@@ -28,6 +36,7 @@ from wrappers import (
     EpisodeStatistics,
     RecordTrace,
     TokenIds,
+    TokenizationError,
     TokenizedEnv,
     TraceMismatchError,
     load_trace,
@@ -52,8 +61,8 @@ class FakeRetriever:
         ("p1", '"Paris"\nParis is the capital of France.'),
         ("p2", '"La Cañada Flintridge"\nLa Can\u0303ada Flintridge is a city in California.'),
         ("p3", '"中文"\n中文 means Chinese; 𠀀 is a rare character and 🧬 is DNA.'),
-        ("p4", f'"Tokens"\nThis passage quotes {EOS} and <|im_end|> as plain text.'),
-        ("p5", '"Tags"\nA passage holding </result> and <search> tags.'),
+        ("p4", f'"Tokens"\nThis passage quotes {EOS}, <|im_end|> and <tool_call> as plain text.'),
+        ("p5", '"Tags"\nA passage holding </result> and <search> tags, and a lone surrogate \udc80.'),
     )
 
     def __init__(self, bonus: float = 0.0) -> None:
@@ -117,7 +126,7 @@ def decode(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def check_segments(tokenizer, obs: dict, info: dict, done: bool) -> None:
+def check_segments(tokenizer, obs: dict, info: dict, done: bool, truncated: bool = False) -> None:
     """Mask runs decode to exactly the text they stand for: env runs to the prompt and the result blocks
     (so no token straddles a boundary), policy runs to the policy's text between them. Only the open
     run of an unfinished episode may decode to more: a carried partial character, decoded as U+FFFD."""
@@ -134,7 +143,9 @@ def check_segments(tokenizer, obs: dict, info: dict, done: bool) -> None:
             continue
         end = env_spans[k][0] if k < len(env_spans) else len(text)
         written, cursor = text[cursor:end], end
-        if n == len(runs) - 1 and not done:
+        if n == len(runs) - 1 and truncated:  # the env may have kept only the budget's worth of the last chunk
+            assert decoded.startswith(written)
+        elif n == len(runs) - 1 and not done:
             assert decoded.startswith(written)
             assert decoded == written or decoded.endswith("\ufffd")
         else:
@@ -163,7 +174,7 @@ def run_checked(env: TokenizedEnv, actions: list, *, index: int = 0) -> list[tup
         else:
             assert new[:n_policy] == list(action)  # sampled ids are kept verbatim
         assert obs["text"] == env.unwrapped.prompt + env.unwrapped.response
-        check_segments(tokenizer, obs, info, done=terminated or truncated)
+        check_segments(tokenizer, obs, info, done=terminated or truncated, truncated=truncated)
         steps.append((action, obs, reward, terminated, truncated, info))
         if terminated or truncated:
             break
@@ -173,7 +184,8 @@ def run_checked(env: TokenizedEnv, actions: list, *, index: int = 0) -> list[tup
 PIECES = st.sampled_from(["<think>", "</think>", "<search>", "</search>", "</result>", "<answer>", "</answer>",
                           "\\boxed{Paris}", " ", "\n", "capital of France", "é", "e\u0301", "n\u0303", "中文", "𠀀",
                           "🧬", "\ufffd", "<|im_end|>", EOS])
-CHUNK_TEXT = st.lists(st.one_of(PIECES, st.text(max_size=6)), max_size=6).map("".join)
+HUGE = st.just("a huge chunk " * 700)  # 9.1k characters: more than the fuzzed envs' whole budget (below)
+CHUNK_TEXT = st.lists(st.one_of(PIECES, st.text(max_size=6), HUGE), max_size=6).map("".join)
 ENDINGS = st.sampled_from(["", "", "</search>", " </search>\n", EOS])
 
 
@@ -199,12 +211,12 @@ def episode_actions(tokenizer) -> st.SearchStrategy[list]:
 
 @pytest.fixture(scope="module")
 def tiny_view(tiny, musique) -> TokenizedEnv:
-    return TokenizedEnv(fake_env(musique, max_searches=3), tiny)
+    return TokenizedEnv(fake_env(musique, max_searches=3, max_context_chars=8192), tiny)
 
 
 @pytest.fixture(scope="module")
 def qwen_view(qwen, musique) -> TokenizedEnv:
-    return TokenizedEnv(fake_env(musique, max_searches=3), qwen)
+    return TokenizedEnv(fake_env(musique, max_searches=3, max_context_chars=8192), qwen)
 
 
 @pytest.mark.slow
@@ -233,6 +245,23 @@ def test_text_is_encoded_so_that_it_decodes_back_unchanged(qwen_view, tiny_view,
         assert decode(view.tokenizer, view.encode_text(text)) == text
 
 
+ADDED = st.sampled_from(["<tool_call>", "</tool_call>", "<|fim_pad|>", EOS, "<|im_end|>", "<|im_start|>"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.lists(st.one_of(st.text(), ADDED), max_size=5).map("".join))
+@example(text="\u2126 <tool_call> e\u0301")
+def test_env_text_spells_added_tokens_and_is_otherwise_encoded_as_the_tokenizer_does(qwen_view, tiny_view, text):
+    """Env text (``plain``) decodes back unchanged and holds no added token; where the text holds no added-token
+    string and the normaliser keeps it, its ids are exactly the tokenizer's own (Qwen2.5's come from tiktoken)."""
+    for view in (qwen_view, tiny_view):
+        ids = view.encode_text(text, plain=True)
+        assert decode(view.tokenizer, ids) == text and view._added_ids.isdisjoint(ids)
+        if unicodedata.is_normalized("NFC", text) and not any(t in text for t in view._added_strings):
+            assert ids == view.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert qwen25_text_encoder(qwen_view.tokenizer) is not None and qwen25_text_encoder(tiny_view.tokenizer) is None
+
+
 def test_a_character_split_over_two_actions_reaches_the_env_whole(qwen_view):
     first, *rest = qwen_view.tokenizer("𠀀", add_special_tokens=False)["input_ids"]
     assert rest, "the test needs a character of several byte tokens"
@@ -250,11 +279,23 @@ def test_a_stop_string_followed_by_a_partial_character_does_not_search(qwen_view
     assert steps[-1][3] and steps[-1][1]["text"].endswith("</search>\ufffd" + EOS)  # terminated, never searched
 
 
-def test_passages_cannot_inject_special_tokens(qwen_view):
-    (_, obs, *_), = run_checked(qwen_view, ["<search> passage quotes plain text </search>"])
-    eos_id = qwen_view.tokenizer.convert_tokens_to_ids(EOS)
-    assert f"quotes {EOS} and" in obs["text"]
-    assert eos_id not in [i for i, m in zip(obs["input_ids"], obs["policy_mask"], strict=True) if m == 0]
+def test_passages_cannot_inject_added_tokens(qwen_view, tiny_view):
+    """Every added token counts, not only the special ones: Qwen's <tool_call> (151657) is an ordinary added
+    token, which the tokenizer's split_special_tokens would have kept."""
+    for view in (qwen_view, tiny_view):
+        (_, obs, *_), = run_checked(view, ["<search> passage quotes plain text </search>"])
+        assert f"quotes {EOS}, <|im_end|> and <tool_call> as" in obs["text"]
+        env_ids = {i for i, m in zip(obs["input_ids"], obs["policy_mask"], strict=True) if m == 0}
+        assert env_ids.isdisjoint(view.tokenizer.added_tokens_decoder)
+    assert qwen_view.tokenizer.convert_tokens_to_ids("<tool_call>") == 151657
+
+
+def test_a_lone_surrogate_is_a_clear_error_and_passages_never_carry_one(qwen_view):
+    qwen_view.reset(options={"index": 0})
+    with pytest.raises(TokenizationError, match="lone surrogate"):
+        qwen_view.step("a \ud800 b")
+    (_, obs, *_), = run_checked(qwen_view, ["<search> passage holding tags </search>"])
+    assert "a lone surrogate \ufffd." in obs["text"]
 
 
 def test_a_decomposed_character_stays_decomposed(qwen_view):
@@ -500,3 +541,94 @@ def test_the_stack_runs_in_vector_envs_with_next_step_autoreset(vector_env, tiny
         replay(path, Budget(TokenizedEnv(fake_env(musique), tiny), max_tokens=4096, max_turns=3))
     with pytest.raises(TraceMismatchError, match="incomplete"):
         replay(traces[3], Budget(TokenizedEnv(fake_env(musique), tiny), max_tokens=4096, max_turns=3))
+
+
+# --- recovery after a retriever outage (issue 12, item 3) -------------------------------------------------------
+
+class SurrogateFreeRetriever(FakeRetriever):
+    """FakeRetriever without its lone-surrogate passage, which the service cannot send as JSON (issue 12 item 4)."""
+
+    identity = "fake:four-passages"
+    PASSAGES = tuple(p for p in FakeRetriever.PASSAGES if p[0] != "p5")
+
+
+class LiveService:
+    """The real retrieval service (FastAPI + uvicorn on 127.0.0.1) over SurrogateFreeRetriever, in a thread, that
+    can be stopped and started again on the same port."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveService:
+        app = create_app(SurrogateFreeRetriever())
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def service():
+    live = LiveService().start()
+    yield live
+    live.stop()
+
+
+def test_a_failed_search_is_retried_under_the_whole_stack_and_replays(service, tiny, musique, tmp_path):
+    def stack(client):
+        env = ReSearchEnv(dataset=musique, retriever=client)
+        return EpisodeStatistics(Budget(TokenizedEnv(env, tiny), max_tokens=8192, max_turns=8))
+
+    client = HTTPRetriever(service.url, deadline_s=1.0, backoff_s=0.05)
+    env = RecordTrace(stack(client), tmp_path)
+    ids = [tiny(text + end, add_special_tokens=False)["input_ids"]
+           for text, end in ((SEARCH, ""), ("<search> La Flintridge city </search>", ""), (ANSWER, EOS))]
+    env.reset(options={"index": 0})
+    first = env.step(ids[0])[0]
+    service.stop()
+    with pytest.raises(RetrieverUnavailable):
+        env.step(ids[1])
+    assert env.unwrapped.pending_query == "La Flintridge city"
+    with pytest.raises(SearchPendingError, match=r"step\(\[\]\)"):
+        env.step(ids[2])  # refused, and nothing of it is kept
+    service.start()
+    obs, reward, terminated, truncated, info = env.step([])  # the retry
+    assert obs["input_ids"][: len(first["input_ids"])] == first["input_ids"]
+    assert obs["input_ids"][len(first["input_ids"]) :][: len(ids[1])] == ids[1]
+    assert "La Can\u0303ada Flintridge" in obs["text"] and info["num_searches"] == 2 and not (terminated or truncated)
+    check_segments(tiny, obs, info, done=False)
+    obs, reward, terminated, truncated, info = env.step(ids[2])
+    assert terminated and info["format_ok"] and info["episode"]["l"] == 3
+    check_segments(tiny, obs, info, done=True)
+    assert [r["action"] for r in load_trace(env.trace_path)[1:-1]] == ids
+    with HTTPRetriever(service.url, deadline_s=5.0) as again:
+        assert replay(env.trace_path, stack(again)) == reward
+    client.close()
+
+
+def test_a_failed_search_is_retried_by_the_text_env(service, musique):
+    client = HTTPRetriever(service.url, deadline_s=1.0, backoff_s=0.05)
+    env = ReSearchEnv(dataset=musique, retriever=client)
+    env.reset(options={"index": 0})
+    service.stop()
+    with pytest.raises(RetrieverUnavailable):
+        env.step(SEARCH)
+    with pytest.raises(SearchPendingError):
+        env.step(ANSWER)
+    service.start()
+    obs, _, _, _, info = env.step("")
+    assert obs == env.prompt + SEARCH + obs[len(env.prompt + SEARCH) :] and obs.endswith("</result>")
+    assert info["search"]["query"] == "capital of France" and env.pending_query is None
+    client.close()

@@ -6,11 +6,11 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 
+from research_env.reward import EpisodeOutcome
+
 #: ReSearch's context budget: prompt, generated and retrieved tokens together.
 RESEARCH_MAX_TOKENS = 8192
 
-#: The episode-end ``info`` of a budget stop, as the env reports its own budget stops (SPEC §9).
-_BUDGET_OUTCOME = {"f1": 0.0, "em": 0.0, "acc": 0.0, "format_ok": False, "answer": None}
 
 
 class Budget(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -70,7 +70,8 @@ class Budget(gym.Wrapper, gym.utils.RecordConstructorArgs):
             reason = "max_turns"
         if reason is None:
             return obs, reward, terminated, truncated, info
-        info.update(_BUDGET_OUTCOME, reason=f"budget: {reason}", truncation_reason=reason)
+        # The same outcome as the env's own budget stops (SPEC §9).
+        info.update(EpisodeOutcome.budget_stop(reason, self.env.unwrapped.record.golden_answers).info())
         return obs, 0.0, False, True, info
 
     def _with_tokens_left(self, obs: Any, info: dict[str, Any]) -> dict[str, Any]:

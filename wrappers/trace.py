@@ -43,10 +43,11 @@ class RecordTrace(gym.Wrapper, gym.utils.RecordConstructorArgs):
     * ``end``: the outcome (:data:`OUTCOME_KEYS` of the last ``info``) and the SHA-256 of all lines
       before it, so an edit of any field (latency included) is detected by :func:`replay`.
 
-    Lines are flushed as they are written; an episode left unfinished (reset mid-episode, or a crash)
-    has no ``end`` line and replays as incomplete. Place it above any :class:`~wrappers.Budget` so
-    that budget stops are recorded. Files are never overwritten: give each worker of a vector env its
-    own ``name_prefix``.
+    A step whose search failed and was retried (``step([])``, see :class:`~wrappers.TokenizedEnv`) is recorded
+    once, with the action that asked for the search. Lines are flushed as they are written; an episode left
+    unfinished (reset mid-episode, or a crash) has no ``end`` line and replays as incomplete. Place it above any
+    :class:`~wrappers.Budget` so that budget stops are recorded. Files are never overwritten: give each worker
+    of a vector env its own ``name_prefix``.
 
     Example:
         >>> import tempfile, gymnasium as gym, research_env
@@ -68,9 +69,11 @@ class RecordTrace(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.trace_path: Path | None = None  # the current (or last) episode's file
         self._file = None
         self._digest = hashlib.sha256()
+        self._failed_action: Any = None  # the action of a step whose search failed, until its retry succeeds
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         self._close()
+        self._failed_action = None
         obs, info = self.env.reset(seed=seed, options=options)
         self.trace_path = self.trace_dir / f"{self.name_prefix}-{self.episode:06d}.jsonl"
         self.episode += 1
@@ -83,7 +86,14 @@ class RecordTrace(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+        except Exception:
+            if self._failed_action is None and self.env.unwrapped.pending_query is not None:
+                self._failed_action = action  # the env kept it, its search pending: the retry records it
+            raise
+        if self._failed_action is not None:  # a retried search (an empty action): replay takes it in one step
+            action, self._failed_action = self._failed_action, None
         record = {"type": "step", "action": action if isinstance(action, str) else [int(i) for i in action],
                   "reward": float(reward), "terminated": bool(terminated), "truncated": bool(truncated),
                   "obs_sha256": observation_digest(obs)}

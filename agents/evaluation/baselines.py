@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 
-from agents.generation.base import GenerationBackend
 from agents.evaluation.records import EpisodeRecord, record_from_info
+from agents.generation.base import GenerationBackend
 from research_env.retrieval import Document, Retriever
 
 NAIVE_INSTRUCTION = ("Answer the question based on your own knowledge. Only give me the answer and do not output "

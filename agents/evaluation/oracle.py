@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium as gym
 
 from agents.evaluation.records import EpisodeRecord, record_from_info
+from research_env.protocol import SEARCH_CLOSE, SEARCH_OPEN
 
 _HOP_REFERENCE = re.compile(r"#(\d+)")
 
@@ -23,6 +24,24 @@ def decomposition_queries(decomposition: Sequence[dict[str, Any]]) -> list[str]:
         query = _HOP_REFERENCE.sub(lambda m: decomposition[int(m.group(1)) - 1]["answer"], step["question"])
         queries.append(" ".join(query.replace(">>", " ").split()))
     return queries
+
+
+def oracle_hops(record: Any) -> list[tuple[str, str]]:
+    """``(hop question, search query)`` of each gold hop of a question record; one hop, the question itself,
+    when it has no decomposition."""
+    hops = record.metadata.get("question_decomposition") or [{"question": record.question}]
+    return [(hop["question"], query) for hop, query in zip(hops, decomposition_queries(hops), strict=True)]
+
+
+def search_action(hop_question: str, query: str) -> str:
+    """The oracle's chunk for one hop: a thought naming the hop, then the search."""
+    return f"<think> I need to find out: {hop_question} </think>\n{SEARCH_OPEN} {query} {SEARCH_CLOSE}"
+
+
+def answer_action(answer: str, eos_token: str) -> str:
+    """The oracle's final chunk: the gold answer, boxed, then EOS."""
+    return (f" <think> The passages give the answer: {answer}. </think>\n"
+            f"<answer> The answer is \\boxed{{{answer}}} </answer>{eos_token}")
 
 
 @dataclass
@@ -39,21 +58,15 @@ def run_oracle_episode(env: gym.Env, question_id: str, seed: int | None = None) 
     """Play one episode: one search per gold hop, then the gold answer in the expected format."""
     _, info = env.reset(seed=seed, options={"question_id": question_id})
     record = env.unwrapped.record  # the oracle peeks at the gold decomposition on purpose
-    eos = env.unwrapped.eos_token
     episode = OracleEpisode()
-    hops = record.metadata.get("question_decomposition") or [{"question": record.question}]
-    for hop, query in zip(hops, decomposition_queries(hops), strict=True):
-        _, _, terminated, truncated, info = env.step(
-            f"<think> I need to find out: {hop['question']} </think>\n<search> {query} </search>")
+    for hop_question, query in oracle_hops(record):
+        _, _, terminated, truncated, info = env.step(search_action(hop_question, query))
         if terminated or truncated:
             episode.info = info
             return episode
         episode.queries.append(query)
         episode.retrieved_ids.append(info["search"]["doc_ids"])
-    answer = record.golden_answers[0]
-    _, episode.reward, _, _, episode.info = env.step(
-        f" <think> The passages give the answer: {answer}. </think>\n"
-        f"<answer> The answer is \\boxed{{{answer}}} </answer>{eos}")
+    _, episode.reward, _, _, episode.info = env.step(answer_action(record.golden_answers[0], env.unwrapped.eos_token))
     return episode
 
 

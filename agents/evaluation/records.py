@@ -9,12 +9,15 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 
+from research_env.reward import EpisodeOutcome
+
 
 @dataclass
 class EpisodeRecord:
     """One question's outcome, as written to the traces JSONL. ``num_searches`` counts the agent's
     retriever calls (a baseline retrieves outside the tag protocol, so the env cannot count them);
-    ``details`` keeps whatever lets a reader see how the answer came about (queries, prompts)."""
+    ``details`` keeps whatever lets a reader see how the answer came about (queries, prompts); ``prompt`` is the
+    env's prompt, exactly as the model saw it before its response."""
 
     question_id: str
     question: str
@@ -30,20 +33,19 @@ class EpisodeRecord:
     response: str
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
 
 
 def record_from_info(env: gym.Env, reward: float, info: dict[str, Any], response: str, *,
                      num_searches: int | None = None, generated_tokens: int = 0,
                      details: dict[str, Any] | None = None) -> EpisodeRecord:
     """The record of the episode that just ended in ``env`` with final ``info``."""
-    question = env.unwrapped.record
+    question, outcome = env.unwrapped.record, EpisodeOutcome.from_info(info)
     return EpisodeRecord(
         question_id=question.id, question=question.question, golden_answers=list(question.golden_answers),
-        answer=info.get("answer"), em=float(info.get("em", 0.0)), f1=float(info.get("f1", 0.0)),
-        acc=float(info.get("acc", 0.0)), format_ok=bool(info.get("format_ok", False)), reward=float(reward),
-        num_searches=int(info.get("num_searches", 0) if num_searches is None else num_searches),
-        generated_tokens=generated_tokens, response=response, reason=str(info.get("reason", "")),
-        details=details or {},
+        answer=outcome.answer, em=outcome.em, f1=outcome.f1, acc=outcome.acc, format_ok=outcome.format_ok,
+        reward=float(reward), num_searches=int(info["num_searches"] if num_searches is None else num_searches),
+        generated_tokens=generated_tokens, response=response, reason=outcome.reason, details=details or {}, prompt=env.unwrapped.prompt,
     )
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 
-from agents.generation.base import GenerationBackend
 from agents.evaluation.records import EpisodeRecord, record_from_info
+from agents.generation.base import GenerationBackend
 from agents.generation.rollout import RolloutConfig, run_episodes, token_env
 
 

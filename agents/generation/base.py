@@ -57,6 +57,13 @@ def per_context(value: int | Sequence[int], n: int) -> list[int]:
     return values
 
 
+def token_caps(contexts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int]) -> list[int]:
+    """The new-token cap of each context (see :func:`per_context`); every context must hold a token to continue."""
+    if any(len(c) == 0 for c in contexts):
+        raise ValueError("every context needs at least one token")
+    return per_context(max_new_tokens, len(contexts))
+
+
 def decode(tokenizer: Any, ids: Sequence[int]) -> str:
     """Decode keeping special tokens and spaces as written, so that text and ids stay in one-to-one step."""
     return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)

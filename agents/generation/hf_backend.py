@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from agents.generation.base import Generation, decode, finish_chunk, per_context
+from agents.generation.base import Generation, decode, finish_chunk, token_caps
 from agents.policies.models import load_causal_lm
 
 
@@ -60,9 +60,7 @@ class HFBackend:
     @torch.inference_mode()
     def generate(self, contexts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
                  stop: Sequence[str] = (), stop_token_ids: Sequence[int] | None = None) -> list[Generation]:
-        caps = per_context(max_new_tokens, len(contexts))
-        if any(len(c) == 0 for c in contexts):
-            raise ValueError("every context needs at least one token")
+        caps = token_caps(contexts, max_new_tokens)
         stop_ids = set(self.eos_token_ids if stop_token_ids is None else stop_token_ids)
         chunks: list[Generation] = []
         for start in range(0, len(contexts), self.batch_size):

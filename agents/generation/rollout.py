@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 
 from agents.generation.base import Generation, GenerationBackend
+from research_env.vector import BatchedSearchSteps
 from wrappers import RESEARCH_MAX_TOKENS, Budget, TokenizedEnv
 
 
@@ -54,30 +56,36 @@ def run_episodes(envs: Sequence[gym.Env], backend: GenerationBackend, question_i
     """Play one episode per question id over ``envs`` (from :func:`token_env`), yielding each as it ends.
 
     Every turn sends the contexts of all running episodes to ``backend.generate`` at once, capped by
-    the tokens each budget has left, stopping at the env's stop strings and its EOS token. A slot whose
-    episode ended takes the next question, so the batch stays full until the questions run out.
+    the tokens each budget has left, stopping at the env's stop strings and its EOS token; then steps every env
+    at once (:class:`~research_env.vector.BatchedSearchSteps`), so the turn's searches make one retriever call
+    per (retriever, k). A slot whose episode ended takes the next question, so the batch stays full until the
+    questions run out.
     """
     config = config or RolloutConfig()
     pending = iter(question_ids)
     slots: list[_Slot | None] = [_Slot.start(env, qid) if (qid := next(pending, None)) is not None else None
                                  for env in envs]
-    while any(slots):
-        indices = [i for i, slot in enumerate(slots) if slot is not None]
-        running = [slots[i] for i in indices]
-        caps = [max(1, min(config.max_new_tokens, slot.info.get("tokens_left", config.max_new_tokens)))
-                for slot in running]
-        inner = running[0].env.unwrapped
-        eos_ids = [running[0].env.get_wrapper_attr("tokenizer").convert_tokens_to_ids(inner.eos_token)]
-        started = time.perf_counter()
-        chunks = backend.generate([slot.observation["input_ids"] for slot in running], max_new_tokens=caps,
-                                  stop=inner.stop_strings, stop_token_ids=eos_ids)
-        share = (time.perf_counter() - started) / len(running)
-        for i, slot, chunk in zip(indices, running, chunks, strict=True):
-            slot.episode.generate_s += share
-            if slot.step(chunk):
-                yield slot.episode
-                qid = next(pending, None)
-                slots[i] = None if qid is None else _Slot.start(slot.env, qid)
+    with closing(BatchedSearchSteps(max_workers=len(envs))) as steps:
+        while any(slots):
+            indices = [i for i, slot in enumerate(slots) if slot is not None]
+            running = [slots[i] for i in indices]
+            caps = [max(1, min(config.max_new_tokens, slot.info.get("tokens_left", config.max_new_tokens)))
+                    for slot in running]
+            inner = running[0].env.unwrapped
+            eos_ids = [running[0].env.get_wrapper_attr("tokenizer").convert_tokens_to_ids(inner.eos_token)]
+            started = time.perf_counter()
+            chunks = backend.generate([slot.observation["input_ids"] for slot in running], max_new_tokens=caps,
+                                      stop=inner.stop_strings, stop_token_ids=eos_ids)
+            generate_share = (time.perf_counter() - started) / len(running)
+            # Every env steps at once, so the turn's searches reach the retriever as one batched call.
+            started = time.perf_counter()
+            results = steps.step([slot.env for slot in running], [chunk.token_ids for chunk in chunks])
+            env_share = (time.perf_counter() - started) / len(running)
+            for i, slot, chunk, result in zip(indices, running, chunks, results, strict=True):
+                if slot.record(chunk, result, generate_s=generate_share, env_s=env_share):
+                    yield slot.episode
+                    qid = next(pending, None)
+                    slots[i] = None if qid is None else _Slot.start(slot.env, qid)
 
 
 @dataclass(eq=False)
@@ -94,12 +102,12 @@ class _Slot:
         episode = Episode(question_id, observation, 0.0, False, False, info, env_s=time.perf_counter() - started)
         return cls(env, observation, info, episode)
 
-    def step(self, chunk: Generation) -> bool:
-        """Send the chunk's ids to the env; True when the episode ended."""
-        started = time.perf_counter()
-        self.observation, reward, terminated, truncated, self.info = self.env.step(chunk.token_ids)
+    def record(self, chunk: Generation, result: tuple, *, generate_s: float, env_s: float) -> bool:
+        """Take the env's answer to the chunk's ids; True when the episode ended."""
+        self.observation, reward, terminated, truncated, self.info = result
         episode = self.episode
-        episode.env_s += time.perf_counter() - started
+        episode.generate_s += generate_s
+        episode.env_s += env_s
         episode.chunks.append(chunk)
         episode.observation, episode.info = self.observation, self.info
         episode.reward, episode.terminated, episode.truncated = float(reward), terminated, truncated

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from agents.generation.base import Generation, finish_chunk, per_context
+from agents.generation.base import Generation, finish_chunk, token_caps
 from agents.policies.models import resolve_model_path
 from research_env.tokenizer import exact_tokenizer_dir
 
@@ -57,9 +57,7 @@ class VLLMBackend:
                  stop: Sequence[str] = (), stop_token_ids: Sequence[int] | None = None) -> list[Generation]:
         from vllm import SamplingParams
 
-        caps = per_context(max_new_tokens, len(contexts))
-        if any(len(c) == 0 for c in contexts):
-            raise ValueError("every context needs at least one token")
+        caps = token_caps(contexts, max_new_tokens)
         stop_ids = list(self.eos_token_ids if stop_token_ids is None else stop_token_ids)
         params = [SamplingParams(temperature=self.temperature, max_tokens=cap, stop=list(stop), stop_token_ids=stop_ids,
                                  ignore_eos=True, include_stop_str_in_output=True, skip_special_tokens=False,

@@ -21,15 +21,33 @@ TINY_MODEL_SEED = 0
 TINY_MAX_POSITIONS = 8192
 
 
-def tiny_qwen2_config(vocab_size: int, eos_token_ids: list[int], pad_token_id: int) -> Qwen2Config:
-    """Two layers of width 64 with head size 32 (vLLM's CPU attention needs >= 32). Embeddings are tied:
-    the 151,665-token vocabulary is almost all of the 10M parameters."""
+def qwen2_config(vocab_size: int, eos_token_id: int | list[int], pad_token_id: int, *, hidden_size: int,
+                 intermediate_size: int, num_hidden_layers: int, num_attention_heads: int, num_key_value_heads: int,
+                 max_position_embeddings: int, head_dim: int = 32) -> Qwen2Config:
+    """A Qwen2-architecture config for a model built here from scratch: tied embeddings, no BOS, float32.
+    Head size 32 by default: vLLM's CPU attention needs >= 32."""
     return Qwen2Config(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=TINY_MAX_POSITIONS,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=eos_token_ids, pad_token_id=pad_token_id,
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads, head_dim=head_dim, max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True, bos_token_id=None, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
         dtype="float32",
     )
+
+
+def random_causal_lm(config: Qwen2Config, seed: int) -> PreTrainedModel:
+    """Random weights from ``seed``, without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config)
+
+
+def tiny_qwen2_config(vocab_size: int, eos_token_ids: list[int], pad_token_id: int) -> Qwen2Config:
+    """Two layers of width 64. Embeddings are tied: the 151,665-token vocabulary is almost all of the 10M
+    parameters."""
+    return qwen2_config(vocab_size, eos_token_ids, pad_token_id, hidden_size=64, intermediate_size=128,
+                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                        max_position_embeddings=TINY_MAX_POSITIONS)
 
 
 def tiny_qwen2_path(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -44,10 +62,7 @@ def tiny_qwen2_path(cache_dir: str | os.PathLike | None = None) -> Path:
     def write(staging: Path) -> None:
         tokenizer = build_qwen25_tokenizer(base=True)
         eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")]
-        config = tiny_qwen2_config(len(tokenizer), eos_ids, tokenizer.pad_token_id)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TINY_MODEL_SEED)
-            model = AutoModelForCausalLM.from_config(config)
+        model = random_causal_lm(tiny_qwen2_config(len(tokenizer), eos_ids, tokenizer.pad_token_id), TINY_MODEL_SEED)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import gymnasium as gym
-import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from agents.evaluation.oracle import run_oracle_episode
+from agents.policies.models import qwen2_config, random_causal_lm
 from research_env import protocol
 from research_env.worlds import spell_out_names
 
@@ -58,14 +58,9 @@ def train_small_tokenizer(texts: Sequence[str], vocab_size: int = SMALL_VOCAB_SI
 
 
 def small_qwen2(tokenizer: PreTrainedTokenizerFast, seed: int = 0, max_positions: int = 4096) -> PreTrainedModel:
-    """A randomly initialised Qwen2 of width 128, 2 layers, head size 32 (vLLM's CPU attention needs >= 32),
-    tied embeddings: about 1.4M parameters over an 8,192-token vocabulary."""
+    """A randomly initialised Qwen2 of width 128, 2 layers, tied embeddings: about 1.4M parameters over an
+    8,192-token vocabulary."""
     eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=max_positions,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=eos, pad_token_id=eos, dtype="float32",
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return AutoModelForCausalLM.from_config(config)
+    config = qwen2_config(len(tokenizer), eos, eos, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions)
+    return random_causal_lm(config, seed)

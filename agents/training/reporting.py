@@ -1,14 +1,21 @@
-"""Where a training run's numbers go: a JSONL history (the source of truth, cut back on resume),
-TensorBoard scalars and a PNG of the curves, plus the one-line progress report."""
+"""What both trainers report and where it goes: one metric vocabulary (CleanRL's names where CleanRL has one),
+a JSONL history (the source of truth, cut back on resume), TensorBoard scalars, Weights & Biases (optional) and
+a PNG of the curves, plus the one-line progress report."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from agents.training.algorithms import Trajectory
 
 #: What the progress line, TensorBoard and the curves show (CleanRL's names where CleanRL has one).
 TRACKED = (
@@ -31,20 +38,46 @@ _TIME_SPLIT = (("generation", "timers/generate_s"), ("env + retrieval", "timers/
                ("learner", "timers/learner_s"), ("weight sync", "timers/sync_weights_s"))
 
 
+def rollout_charts(trajectories: list[Trajectory], advantages: torch.Tensor, *, trained: int, generated_tokens: int,
+                   sample_s: float) -> dict[str, float]:
+    """The ``charts/*`` of one iteration's rollouts, the same for every trainer: means over the trajectories,
+    how many were trained on, and the generation throughput."""
+    stats = {key: sum(t.stats[key] for t in trajectories) / len(trajectories) for key in trajectories[0].stats}
+    return {
+        "charts/episodic_return": stats["reward"],
+        "charts/f1": stats["f1"],
+        "charts/format_ok_rate": stats["format_ok"],
+        "charts/searches_per_episode": stats["searches"],
+        "charts/response_length": stats["response_tokens"],
+        "charts/truncated_rate": stats["truncated"],
+        "charts/advantage_abs_mean": float(advantages.abs().mean()),
+        "charts/trained_trajectories": float(trained),
+        "charts/tokens_per_s": generated_tokens / max(sample_s, 1e-9),
+    }
+
+
 class TrainingLog:
-    """``DIR/metrics.jsonl`` (one line per iteration), ``DIR/tb/`` and ``DIR/curves.png``.
+    """``DIR/metrics.jsonl`` (one line per iteration), ``DIR/tb/``, ``DIR/curves.png`` and, with
+    ``wandb_project``, a Weights & Biases run (files in ``DIR/wandb/``).
 
     Lines are flushed and fsynced as written, and :meth:`truncate` drops the iterations after a resumed
-    checkpoint, so a run killed between a log line and its checkpoint never shows an iteration twice.
+    checkpoint, so a run killed between a log line and its checkpoint never shows an iteration twice. The W&B
+    run id is kept in ``DIR/wandb_run_id``, so a resumed training continues the same W&B run.
+    ``wandb_mode="offline"`` (or ``WANDB_MODE=offline``) needs no network or account: ``wandb sync DIR/wandb``
+    uploads later.
     """
 
-    def __init__(self, output: str | os.PathLike) -> None:
+    def __init__(self, output: str | os.PathLike, *, wandb_project: str | None = None,
+                 wandb_mode: str | None = None, run_config: Mapping[str, Any] | None = None) -> None:
         from tensorboardX import SummaryWriter
 
         self.output = Path(output)
         self.output.mkdir(parents=True, exist_ok=True)
         self.path = self.output / "metrics.jsonl"
         self.writer = SummaryWriter(str(self.output / "tb"))
+        self.wandb_run = None
+        if wandb_project is not None:
+            self.wandb_run = _start_wandb(self.output, wandb_project, wandb_mode, dict(run_config or {}))
 
     def history(self) -> list[dict[str, float]]:
         if not self.path.is_file():
@@ -69,38 +102,16 @@ class TrainingLog:
             if not math.isnan(row.get(key, math.nan)):
                 self.writer.add_scalar(key, row[key], iteration)
         self.writer.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log({k: v for k, v in row.items() if k in (*TRACKED, *EVALUATED) and not math.isnan(v)},
+                              step=iteration, commit=True)  # a whole iteration: do not hold it back
         return row
 
     def plot(self) -> Path:
         """Redraw ``curves.png`` from the whole history."""
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        rows = self.history()
-        steps = [row["iteration"] for row in rows]
-        fig, axes = plt.subplots(3, 4, figsize=(17, 10))
-        for ax, (title, key) in zip(axes.flat, _PANELS, strict=False):
-            ax.plot(steps, [row[key] for row in rows], marker="o")
-            ax.set_title(title)
-            ax.set_xlabel("iteration")
-        for ax, (title, key) in zip(axes.flat[len(_PANELS) :], _EVAL_PANELS, strict=False):
-            evaluated = [row for row in rows if key in row]
-            ax.plot([row["iteration"] for row in evaluated], [row[key] for row in evaluated], marker="o",
-                    color="tab:green")
-            ax.set_title(title)
-            ax.set_xlabel("iteration")
-        ax = axes.flat[len(_PANELS) + len(_EVAL_PANELS)]
-        bottom = [0.0] * len(rows)
-        for label, key in _TIME_SPLIT:
-            values = [0.0 if math.isnan(row[key]) else row[key] for row in rows]
-            ax.bar(steps, values, bottom=bottom, label=label)
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        ax.set_title("time split per iteration (s)")
-        ax.set_xlabel("iteration")
-        ax.legend(fontsize="small")
-        fig.tight_layout()
+        fig = curves_figure(self.history())
         path = self.output / "curves.png"
         fig.savefig(path, dpi=80)
         plt.close(fig)
@@ -108,6 +119,82 @@ class TrainingLog:
 
     def close(self) -> None:
         self.writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None
+
+
+def _start_wandb(output: Path, project: str, mode: str | None, config: dict[str, Any]) -> Any:
+    """A W&B run for ``output``, the same one again on resume (its id is kept in ``output/wandb_run_id``)."""
+    try:
+        import wandb
+    except ImportError:
+        raise ImportError("--wandb needs the wandb package: pip install wandb (it is in the [train] extra)") from None
+    id_file = output / "wandb_run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
+    id_file.write_text(run_id + "\n")
+    return wandb.init(project=project, id=run_id, resume="allow", name=output.name, dir=str(output),
+                      mode=mode or os.environ.get("WANDB_MODE") or "online", config=config)
+
+
+def training_log(output: str | os.PathLike, args: Any) -> TrainingLog:
+    """The trainers' log for their parsed command line (``--wandb PROJECT``, ``--wandb-mode``)."""
+    return TrainingLog(output, wandb_project=getattr(args, "wandb", None), wandb_mode=getattr(args, "wandb_mode", None),
+                       run_config=_config_values(args))
+
+
+def curves_figure(rows: list[dict[str, float]]):  # -> matplotlib.figure.Figure
+    """The training curves: one panel per tracked chart and the time split, over whole iterations.
+
+    Iteration axes get integer ticks only, and every tick carries its whole value: matplotlib's default moves a
+    common offset or power of ten (``1e-5``) into a label at the top of the axis, over the panel's title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    steps = [row["iteration"] for row in rows]
+    fig, axes = plt.subplots(3, 4, figsize=(17, 10))
+    for ax, (title, key) in zip(axes.flat, _PANELS, strict=False):
+        ax.plot(steps, [row.get(key, math.nan) for row in rows], marker="o")
+        ax.set_title(title)
+    for ax, (title, key) in zip(axes.flat[len(_PANELS) :], _EVAL_PANELS, strict=False):
+        evaluated = [row for row in rows if key in row]  # only the iterations that ran a held-out evaluation
+        ax.plot([row["iteration"] for row in evaluated], [row[key] for row in evaluated], marker="o", color="tab:green")
+        ax.set_title(title)
+    ax = axes.flat[len(_PANELS) + len(_EVAL_PANELS)]
+    bottom = [0.0] * len(rows)
+    for label, key in _TIME_SPLIT:
+        values = [0.0 if math.isnan(row.get(key, math.nan)) else row[key] for row in rows]
+        ax.bar(steps, values, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_title("time split per iteration (s)")
+    ax.legend(fontsize="small")
+    for ax in axes.flat:
+        ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # each tick in full, never a shared offset
+    fig.tight_layout()
+    return fig
+
+
+def write_run_config(output: str | os.PathLike, args: Any) -> Path:
+    """``DIR/config.json``: the run's resolved flags and settings, readable without the code that wrote them
+    (argparse's namespace with the settings dataclass expanded)."""
+    values = _config_values(args)
+    path = Path(output) / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def _config_values(args: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    values = {key: asdict(value) if is_dataclass(value) else value for key, value in vars(args).items()}
+    return json.loads(json.dumps(values, default=str))  # paths and the like as text, as config.json has them
 
 
 def progress_line(row: Mapping[str, float], total: int) -> str:

@@ -19,21 +19,10 @@ import gymnasium as gym
 import torch
 from transformers import PreTrainedModel
 
-from agents.evaluation.oracle import decomposition_queries
-from agents.training.algorithms import masked_token_logprobs
+from agents.evaluation.oracle import answer_action, oracle_hops, search_action
+from agents.training.algorithms import collate_tokens, masked_mean, masked_token_logprobs
 from research_env.data import QARecord
-from research_env.protocol import SEARCH_CLOSE, SEARCH_OPEN
-
-
-def oracle_search_action(hop_question: str, query: str) -> str:
-    """One hop of the oracle (as :func:`agents.evaluation.oracle.run_oracle_episode` writes it)."""
-    return f"<think> I need to find out: {hop_question} </think>\n{SEARCH_OPEN} {query} {SEARCH_CLOSE}"
-
-
-def oracle_answer_action(answer: str, eos_token: str) -> str:
-    """The oracle's final chunk: the gold answer, boxed, then EOS."""
-    return (f" <think> The passages give the answer: {answer}. </think>\n"
-            f"<answer> The answer is \\boxed{{{answer}}} </answer>{eos_token}")
+from research_env.protocol import SEARCH_OPEN
 
 
 def guess_action(guess: str, eos_token: str) -> str:
@@ -93,7 +82,6 @@ def build_sft_example(env: gym.Env, question_id: str, *, noise_p: float = 0.0, r
     inner = env.unwrapped
     record = inner.record
     tokenizer = env.get_wrapper_attr("tokenizer")
-    hops = record.metadata.get("question_decomposition") or [{"question": record.question}]
     if guess is not None:
         observation, reward, *_ = env.step(guess_action(guess, inner.eos_token))
         return SFTExample(question_id, list(observation["input_ids"]), list(observation["policy_mask"]),
@@ -101,11 +89,11 @@ def build_sft_example(env: gym.Env, question_id: str, *, noise_p: float = 0.0, r
     corrupted_spans: list[tuple[int, int]] = []  # token positions [start, end) carrying no loss
     actions: list[str] = []
     reward, done = 0.0, False
-    for hop, query in zip(hops, decomposition_queries(hops), strict=True):
+    for hop_question, query in oracle_hops(record):
         noisy = noise_p > 0 and rng.random() < noise_p
         if noisy:
             query = corrupt_words(query, rng, vocabulary or query.split())
-        action = oracle_search_action(hop["question"], query)
+        action = search_action(hop_question, query)
         start = len(observation["input_ids"])
         observation, reward, terminated, truncated, _ = env.step(action)
         actions.append(action)
@@ -117,7 +105,7 @@ def build_sft_example(env: gym.Env, question_id: str, *, noise_p: float = 0.0, r
             done = True
             break
     if not done:
-        action = oracle_answer_action(record.golden_answers[0], inner.eos_token)
+        action = answer_action(record.golden_answers[0], inner.eos_token)
         observation, reward, *_ = env.step(action)
         actions.append(action)
     policy_mask = list(observation["policy_mask"])
@@ -197,19 +185,7 @@ def sft_loss(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: to
              loss_mask: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood per policy token (masked token mean), the imitation counterpart of the GRPO loss."""
     logprobs, _ = masked_token_logprobs(model, input_ids, attention_mask, loss_mask)  # [B, T], 0 off the mask
-    return -(logprobs * loss_mask).sum() / loss_mask.sum().clamp(min=1)
-
-
-def pad_examples(examples: Sequence[SFTExample], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids, attention_mask and loss_mask [B, T]."""
-    length = max(len(e.input_ids) for e in examples)
-
-    def pad(rows: list[list[int]], value: int, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor([row + [value] * (length - len(row)) for row in rows], dtype=dtype)
-
-    return {"input_ids": pad([e.input_ids for e in examples], pad_token_id, torch.long),
-            "attention_mask": pad([[1] * len(e.input_ids) for e in examples], 0, torch.long),
-            "loss_mask": pad([e.loss_mask for e in examples], 0, torch.float32)}
+    return -masked_mean(logprobs, loss_mask)
 
 
 def sft_train(model: PreTrainedModel, examples: Sequence[SFTExample], config: SFTConfig, pad_token_id: int,
@@ -236,7 +212,7 @@ def sft_train(model: PreTrainedModel, examples: Sequence[SFTExample], config: SF
     for epoch in range(config.epochs):
         started, losses = time.perf_counter(), []
         for bucket in rng.sample(buckets, len(buckets)):
-            batch = pad_examples(bucket, pad_token_id)
+            batch = collate_tokens([e.input_ids for e in bucket], [e.loss_mask for e in bucket], pad_token_id)
             loss = sft_loss(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
             optimizer.zero_grad()
             loss.backward()

@@ -20,7 +20,7 @@ from research_env.retrieval.base import Document, RetrieverError, check_k
 from research_env.retrieval.docstore import iter_corpus_lines
 from research_env.retrieval.jvm import ensure_jvm
 from research_env.retrieval.jvm_signals import reclaim_jvm_signal_handlers
-from research_env.staging import staged_directory
+from research_env.staging import build_once, staged_directory
 
 #: Anserini's BM25 defaults (pyserini's LuceneSearcher uses the same).
 DEFAULT_K1, DEFAULT_B = 0.9, 0.4
@@ -90,17 +90,9 @@ def build_bm25_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, th
 
 def cached_index(corpus: str | os.PathLike, threads: int = 2, progress: bool = True) -> Path:
     """The BM25 index of ``corpus`` in the cache, built on first use (one builder at a time across
-    processes, thanks to a file lock)."""
-    from filelock import FileLock
-
+    processes)."""
     index_dir = cache_root() / "indexes" / f"bm25-{corpus_fingerprint(corpus)}"
-    if index_dir.is_dir():
-        return index_dir
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(index_dir) + ".lock"):
-        if not index_dir.is_dir():
-            build_bm25_index(corpus, index_dir, threads=threads, progress=progress)
-    return index_dir
+    return build_once(index_dir, lambda target: build_bm25_index(corpus, target, threads=threads, progress=progress))
 
 
 class BM25Retriever:

@@ -15,7 +15,7 @@ from typing import Any
 from research_env.retrieval.base import Document, RetrieverError, check_k
 from research_env.retrieval.bm25 import DEFAULT_B, DEFAULT_K1, cache_root, corpus_fingerprint
 from research_env.retrieval.docstore import DocStore, read_corpus, write_docstore
-from research_env.staging import staged_directory
+from research_env.staging import build_once, staged_directory
 
 _MARKER = "bm25s.research_env"
 
@@ -72,14 +72,8 @@ class BM25SRetriever:
     @classmethod
     def from_corpus(cls, corpus: str | os.PathLike, **kwargs: Any) -> BM25SRetriever:
         """Index ``corpus`` into the cache on first use, then load it."""
-        from filelock import FileLock
-
         index_dir = cache_root() / "indexes" / f"bm25s-{corpus_fingerprint(corpus)}"
-        index_dir.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(index_dir) + ".lock"):
-            if not index_dir.is_dir():
-                build_bm25s_index(corpus, index_dir)
-        return cls(index_dir, **kwargs)
+        return cls(build_once(index_dir, lambda target: build_bm25s_index(corpus, target)), **kwargs)
 
     @property
     def identity(self) -> str:

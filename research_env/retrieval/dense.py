@@ -22,7 +22,7 @@ import numpy as np
 from research_env.retrieval.base import Document, RetrieverError, check_k
 from research_env.retrieval.bm25 import cache_root, corpus_fingerprint
 from research_env.retrieval.docstore import DocStore, read_corpus, write_docstore
-from research_env.staging import staged_directory
+from research_env.staging import build_once, staged_directory
 
 INDEX_KINDS = ("flat", "hnsw")
 _INDEX_FILE, _META_FILE, _FORMAT = "index.faiss", "research_env.json", "faiss-dense-v1"
@@ -121,18 +121,12 @@ def build_dense_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, m
 
 def cached_dense_index(corpus: str | os.PathLike, model_path: str | os.PathLike, kind: str = "flat",
                        progress: bool = True) -> Path:
-    """The dense index of (corpus, model, kind) in the cache, built on first use under a file lock."""
-    from filelock import FileLock
-
+    """The dense index of (corpus, model, kind) in the cache, built on first use (one builder at a time across
+    processes)."""
     model_key = hashlib.sha256(str(Path(model_path).resolve()).encode()).hexdigest()[:8]
     index_dir = cache_root() / "indexes" / f"dense-{kind}-{corpus_fingerprint(corpus)}-{model_key}"
-    if index_dir.is_dir():
-        return index_dir
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(index_dir) + ".lock"):
-        if not index_dir.is_dir():
-            build_dense_index(corpus, index_dir, model_path, kind=kind, progress=progress)
-    return index_dir
+    return build_once(index_dir, lambda target: build_dense_index(corpus, target, model_path, kind=kind,
+                                                                  progress=progress))
 
 
 class DenseRetriever:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import mmap
+import re
 import os
+import warnings
+from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -16,31 +19,103 @@ from research_env.retrieval.base import Document
 DOCS_FILE, OFFSETS_FILE = "docs.jsonl", "offsets.npy"
 
 
+#: Longest passage kept, in characters; longer ones are cut at read time with a warning naming the id. DPR's
+#: Wikipedia passages are ~600 characters and the env shows top-5 of them per search: one 10 MB passage would
+#: be a 10M-character result block. Cut passages are indexed and returned cut, by every backend alike.
+MAX_PASSAGE_CHARS = 16_384
+#: A surrogate code point on its own (a pair is decoded into one character by ``json.loads``).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_NAMED_WARNINGS = 10  # cut passages named one by one; the rest are counted
+
+
 class CorpusFormatError(ValueError):
-    """A corpus line is not a JsonCollection document ``{"id": ..., "contents": ...}``."""
+    """A corpus is not a JsonCollection JSONL of unique ``{"id": ..., "contents": ...}`` documents."""
+
+
+class CorpusWarning(UserWarning):
+    """A corpus was read with a change: a passage longer than ``MAX_PASSAGE_CHARS`` was cut."""
 
 
 def iter_corpus_lines(corpus: str | os.PathLike) -> Iterator[tuple[bytes, dict]]:
-    """Each document of a JsonCollection JSONL as (raw line, parsed document), checking its shape.
+    """Each document of a JsonCollection JSONL as (raw line, parsed document), checked.
 
-    The one corpus reader: BM25 indexes the raw lines, the dense and bm25s backends the parsed ones, and a bad
-    line is reported with its line number whichever backend meets it.
+    The one corpus reader, so that every backend (pyserini indexes the raw lines, bm25s and dense the parsed
+    ones) applies the same rules: a line that is not a JSON object with a string ``contents`` and a string (or
+    integer) ``id`` is a :class:`CorpusFormatError` naming file and line; so are duplicate ids (refused, not
+    de-duplicated: which copy is right is the corpus author's call) and a corpus without documents. Those two
+    are only known at the end, so they are raised after the last document: builders write into a staging
+    directory and never publish such an index. Passages over ``MAX_PASSAGE_CHARS`` are cut, with a warning, and
+    lone surrogates (which no response could encode) become U+FFFD.
     """
     path = Path(corpus)
     if not path.is_file():
         raise FileNotFoundError(f"corpus {path} does not exist")
+    id_hashes = array("q")  # 8 bytes per document: duplicate ids are found without holding 21M id strings
+    cut = 0
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
-            try:
-                doc = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise CorpusFormatError(f"{path}:{line_no}: not JSON ({e})") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str | int) or \
-                    not isinstance(doc.get("contents"), str):
-                raise CorpusFormatError(f'{path}:{line_no}: expected {{"id": str, "contents": str}}')
+            doc = _parse_line(raw, path, line_no)
+            id_hashes.append(hash(str(doc["id"])))
+            if len(doc["contents"]) > MAX_PASSAGE_CHARS:
+                cut += 1
+                if cut <= _NAMED_WARNINGS:
+                    warnings.warn(f"{path}:{line_no}: passage {doc['id']!r} has {len(doc['contents']):,} characters; "
+                                  f"cut to the first {MAX_PASSAGE_CHARS:,}", CorpusWarning, stacklevel=2)
+                doc["contents"] = doc["contents"][:MAX_PASSAGE_CHARS]
+                raw = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
+            if _LONE_SURROGATE.search(doc["contents"]):  # JSON's "\ud800" escape: text no UTF-8 can encode
+                doc["contents"] = _LONE_SURROGATE.sub("\ufffd", doc["contents"])
+                raw = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
             yield raw, doc
+    if cut > _NAMED_WARNINGS:
+        warnings.warn(f"{path}: {cut:,} passages in all were cut to {MAX_PASSAGE_CHARS:,} characters",
+                      CorpusWarning, stacklevel=2)
+    if not id_hashes:
+        raise CorpusFormatError(f'{path} holds no documents: a corpus has one {{"id": ..., "contents": ...}} '
+                                "JSON object per line")
+    _refuse_duplicate_ids(path, np.frombuffer(id_hashes, dtype=np.int64))
+
+
+def _parse_line(raw: bytes, path: Path, line_no: int) -> dict:
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        raise CorpusFormatError(f"{path}:{line_no}: not a JSON line ({e}); a corpus has one "
+                                '{"id": ..., "contents": ...} object per line') from None
+    if not isinstance(doc, dict):
+        raise CorpusFormatError(f'{path}:{line_no}: expected an object {{"id": ..., "contents": ...}}, '
+                                f"got a JSON {type(doc).__name__}")
+    for key, kinds, what in (("id", (str, int), "a string or an integer"), ("contents", (str,), "a string")):
+        value = doc.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            problem = "is missing" if key not in doc else f"is a JSON {type(value).__name__}"
+            raise CorpusFormatError(f'{path}:{line_no}: "{key}" {problem}; it must be {what} (a BEIR or '
+                                    "{title, text} corpus converts with scripts/build_corpus.py --passages)")
+    return doc
+
+
+def _refuse_duplicate_ids(path: Path, id_hashes: np.ndarray) -> None:
+    """Raise naming the first duplicate id and its lines, if any; candidates come from the hashes, and a
+    second pass over the file confirms them (a hash collision is not a duplicate)."""
+    ordered = np.sort(id_hashes)
+    candidates = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+    if not candidates:
+        return
+    lines: dict[str, list[int]] = {}
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if raw.strip():
+                doc_id = str(json.loads(raw)["id"])
+                if hash(doc_id) in candidates:
+                    lines.setdefault(doc_id, []).append(line_no)
+    duplicates = {doc_id: at for doc_id, at in lines.items() if len(at) > 1}
+    if duplicates:
+        doc_id, at = next(iter(duplicates.items()))
+        raise CorpusFormatError(f"{path}: {len(duplicates):,} ids occur more than once, e.g. {doc_id!r} on lines "
+                                f"{', '.join(map(str, at[:5]))}; ids must be unique (the same id would be returned "
+                                "twice): remove or rename the copies")
 
 
 def read_corpus(corpus: str | os.PathLike) -> Iterator[tuple[str, str]]:

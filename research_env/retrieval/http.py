@@ -36,8 +36,8 @@ class HTTPRetriever:
     Args:
         url: base URL, e.g. ``http://127.0.0.1:8000``.
         wire_format: ``research`` (``POST /batch_search``) or ``search-r1`` (``POST /retrieve``).
-        deadline_s: wall-clock budget of one :meth:`search` call, retries and backoff included.
-        max_attempts: at most this many HTTP attempts per request.
+        deadline_s: wall-clock budget of one :meth:`search` call, retries and backoff included. It is the only
+            budget: attempts go on until it is spent, so a service restart shorter than the deadline is ridden out.
         backoff_s, max_backoff_s: the n-th retry sleeps ``uniform(0, min(max_backoff_s, backoff_s * 2**n))``
             (full jitter, so that 64 clients of a restarted server do not retry in lock-step).
         max_batch: queries per HTTP request; a larger call is split (the service caps request size).
@@ -48,15 +48,13 @@ class HTTPRetriever:
         >>> env = gym.make("ReSearch-MuSiQue-v0", retriever=retriever)
     """
 
-    def __init__(self, url: str, wire_format: str = "research", deadline_s: float = 30.0, max_attempts: int = 8,
-                 backoff_s: float = 0.05, max_backoff_s: float = 2.0, max_batch: int = 1024,
-                 max_connections: int = 64) -> None:
+    def __init__(self, url: str, wire_format: str = "research", deadline_s: float = 30.0, backoff_s: float = 0.05,
+                 max_backoff_s: float = 2.0, max_batch: int = 1024, max_connections: int = 64) -> None:
         if wire_format not in WIRE_FORMATS:
             raise ValueError(f"wire_format must be one of {WIRE_FORMATS}, got {wire_format!r}")
-        if deadline_s <= 0 or max_attempts < 1 or max_batch < 1:
-            raise ValueError("deadline_s must be > 0, max_attempts and max_batch >= 1")
-        self.url, self.wire_format = url.rstrip("/"), wire_format
-        self.deadline_s, self.max_attempts = deadline_s, max_attempts
+        if deadline_s <= 0 or backoff_s <= 0 or max_backoff_s <= 0 or max_batch < 1:
+            raise ValueError("deadline_s, backoff_s and max_backoff_s must be > 0, max_batch >= 1")
+        self.url, self.wire_format, self.deadline_s = url.rstrip("/"), wire_format, deadline_s
         self.backoff_s, self.max_backoff_s, self.max_batch = backoff_s, max_backoff_s, max_batch
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client = httpx.Client(base_url=self.url, limits=limits, timeout=deadline_s)
@@ -96,11 +94,9 @@ class HTTPRetriever:
         return self._request("POST", path, payload, deadline)
 
     def _request(self, method: str, path: str, payload: dict[str, Any] | None, deadline: float) -> Any:
-        last_error = "no attempt made"
-        for attempt in range(self.max_attempts):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        started, attempts, last_error = time.monotonic(), 0, "no attempt made"
+        while (remaining := deadline - time.monotonic()) > 0:
+            attempts += 1
             try:
                 response = self._client.request(method, path, json=payload, timeout=remaining)
             except httpx.TransportError as e:  # refused, reset, timed out: the service may come back
@@ -116,12 +112,12 @@ class HTTPRetriever:
                     raise RetrieverRequestError(f"{self.url}{path} rejected the request "
                                                 f"({response.status_code}): {response.text[:500]}")
                 last_error = f"HTTP {response.status_code}: {response.text[:200]}"
-            if attempt + 1 < self.max_attempts:
-                pause = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** attempt))
-                time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
-        raise RetrieverUnavailable(f"retrieval service {self.url}{path} did not answer within {self.deadline_s:.1f}s "
-                                   f"({self.max_attempts} attempts max); last error: {last_error}. Is "
-                                   "scripts/serve_retriever.py running there?")
+            pause = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** min(attempts - 1, 30)))
+            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+        waited = time.monotonic() - started
+        raise RetrieverUnavailable(f"retrieval service {self.url}{path} did not answer within its "
+                                   f"{self.deadline_s:.1f}s deadline: {attempts} attempts over {waited:.1f}s; "
+                                   f"last error: {last_error}. Is scripts/serve_retriever.py running there?")
 
 
 def _parse_research(body: Any, n: int) -> list[list[Document]]:

@@ -3,6 +3,7 @@ replica and each benchmark process can build the same retriever where it runs.""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +16,15 @@ BACKENDS = ("bm25", "bm25s", "dense")
 class RetrieverSpec:
     """``index`` (a built index directory) or ``corpus`` (a JSONL indexed into the cache on first use).
     ``model`` is the local sentence-transformers directory for ``dense`` (optional with a dense ``index``,
-    which records its model); ``dense_kind`` is ``flat`` or ``hnsw``."""
+    which records its model); ``dense_kind`` is ``flat`` or ``hnsw``. ``threads``: Java threads of one batched
+    pyserini call (0: one per CPU), which is how a single-caller JVM index uses the machine's cores."""
 
     backend: str = "bm25"
     index: str | None = None
     corpus: str | None = None
     model: str | None = None
     dense_kind: str = "flat"
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -38,7 +41,10 @@ class RetrieverSpec:
         if self.backend == "bm25":
             from research_env.retrieval.bm25 import BM25Retriever
 
-            return BM25Retriever(self.index) if self.index else BM25Retriever.from_corpus(self.corpus)
+            threads = self.threads or os.cpu_count() or 1
+            if self.index:
+                return BM25Retriever(self.index, threads=threads)
+            return BM25Retriever.from_corpus(self.corpus, threads=threads)
         if self.backend == "bm25s":
             from research_env.retrieval.bm25s_retriever import BM25SRetriever
 

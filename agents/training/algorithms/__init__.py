@@ -1,11 +1,17 @@
 """RL algorithms as small registered pieces: an advantage estimator and a loss aggregation per
 algorithm, selected by name, shared by the RLlib trainer and the plain-PyTorch loop.
 
-Adding one takes two registrations, e.g. a median baseline::
+Adding one takes registrations only, never an edit elsewhere, e.g. a median baseline with a per-sequence mean::
 
     @register_advantage_estimator("median")
     def median_advantages(rewards, group_ids): ...
-    ALGORITHMS["median_pg"] = AlgorithmSpec(advantage="median", aggregation="token_mean")
+
+    @register_loss_aggregator("sequence_mean", row_share=trajectory_share)
+    def sequence_mean(per_token, mask, config): ...
+
+    ALGORITHMS["median_pg"] = AlgorithmSpec(advantage="median", aggregation="sequence_mean")
+
+The aggregation's ``row_share`` is what the trainers use to split a batch over micro-batches and learners.
 """
 
 from __future__ import annotations
@@ -13,9 +19,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.training.algorithms.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, register_advantage_estimator
-from agents.training.algorithms.batch import Trajectory, collate, trajectory_from_episode
+from agents.training.algorithms.batch import (
+    Trajectory,
+    collate,
+    collate_tokens,
+    minibatch_rows,
+    trajectory_from_episode,
+)
 from agents.training.algorithms.logprobs import masked_token_logprobs, token_logprobs
-from agents.training.algorithms.losses import LOSS_AGGREGATORS, LossConfig, k3_kl, policy_loss, register_loss_aggregator
+from agents.training.algorithms.losses import (
+    LOSS_AGGREGATORS,
+    LossAggregation,
+    LossConfig,
+    get_aggregation,
+    k3_kl,
+    masked_mean,
+    policy_loss,
+    register_loss_aggregator,
+    token_share,
+    trajectory_share,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +66,7 @@ def get_algorithm(name: str) -> AlgorithmSpec:
 
 
 __all__ = [
-    "ADVANTAGE_ESTIMATORS", "ALGORITHMS", "LOSS_AGGREGATORS", "AlgorithmSpec", "LossConfig", "Trajectory",
-    "collate", "compute_advantages", "get_algorithm", "k3_kl", "masked_token_logprobs", "policy_loss",
-    "register_advantage_estimator", "register_loss_aggregator", "token_logprobs", "trajectory_from_episode",
+    "ADVANTAGE_ESTIMATORS", "ALGORITHMS", "LOSS_AGGREGATORS", "AlgorithmSpec", "LossAggregation", "LossConfig", "Trajectory",
+    "collate", "collate_tokens", "compute_advantages", "minibatch_rows", "get_aggregation", "get_algorithm", "k3_kl", "masked_mean", "masked_token_logprobs", "policy_loss",
+    "register_advantage_estimator", "register_loss_aggregator", "token_logprobs", "token_share", "trajectory_from_episode", "trajectory_share",
 ]

@@ -42,24 +42,54 @@ def trajectory_from_episode(episode: Any, group_id: int) -> Trajectory:
     for i, logprob in zip(positions, sampled_logprobs, strict=True):
         if not math.isnan(logprob):  # NaN: a token re-encoded after a stop string, never sampled as such
             loss_mask[i], old_logprobs[i] = 1, float(logprob)
-    info = episode.info
-    stats = {"reward": float(episode.reward), "f1": float(info.get("f1", 0.0)),
-             "format_ok": float(bool(info.get("format_ok", False))), "searches": float(info.get("num_searches", 0)),
+    from research_env.reward import EpisodeOutcome  # here: the loss pieces stay importable without the env
+
+    outcome = EpisodeOutcome.from_info(episode.info)
+    stats = {"reward": float(episode.reward), "f1": outcome.f1, "format_ok": float(outcome.format_ok),
+             "searches": float(episode.info["num_searches"]),
              "response_tokens": float(sum(policy_mask)), "truncated": float(episode.truncated)}
     return Trajectory(input_ids, loss_mask, old_logprobs, float(episode.reward), group_id, stats)
 
 
+def pad_right(rows: Sequence[Sequence[Any]], value: float, dtype: torch.dtype) -> torch.Tensor:
+    """Rows of different lengths as one [B, T] tensor, filled on the right with ``value``."""
+    length = max(len(row) for row in rows)
+    return torch.tensor([list(row) + [value] * (length - len(row)) for row in rows], dtype=dtype)
+
+
+def collate_tokens(input_ids: Sequence[Sequence[int]], loss_mask: Sequence[Sequence[int]],
+                   pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids, attention_mask and loss_mask [B, T]: what any token-level loss reads (SFT too)."""
+    return {
+        "input_ids": pad_right(input_ids, pad_token_id, torch.long),
+        "attention_mask": pad_right([[1] * len(row) for row in input_ids], 0, torch.long),
+        "loss_mask": pad_right(loss_mask, 0, torch.float32),
+    }
+
+
 def collate(trajectories: Sequence[Trajectory], advantages: torch.Tensor, pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded tensors: input_ids, attention_mask, loss_mask, old_logprobs [B, T] and advantages [B]."""
-    length = max(len(t.input_ids) for t in trajectories)
-
-    def pad(rows: list[list], value: float, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor([row + [value] * (length - len(row)) for row in rows], dtype=dtype)
-
     return {
-        "input_ids": pad([t.input_ids for t in trajectories], pad_token_id, torch.long),
-        "attention_mask": pad([[1] * len(t.input_ids) for t in trajectories], 0, torch.long),
-        "loss_mask": pad([t.loss_mask for t in trajectories], 0, torch.float32),
-        "old_logprobs": pad([t.old_logprobs for t in trajectories], 0.0, torch.float32),
+        **collate_tokens([t.input_ids for t in trajectories], [t.loss_mask for t in trajectories], pad_token_id),
+        "old_logprobs": pad_right([t.old_logprobs for t in trajectories], 0.0, torch.float32),
         "advantages": advantages.to(torch.float32),
     }
+
+
+def minibatch_rows(group_ids: Sequence[int], advantages: torch.Tensor, num_minibatches: int,
+                   drop_zero_advantage: bool) -> list[list[int]]:
+    """Row indices of each optimizer step of one pass: whole groups dealt round-robin (the groups' order is
+    already random), less the zero-advantage rows when ``drop_zero_advantage``; empty minibatches are skipped.
+
+    Both trainers step on these, so a group's baseline and its members always share an update.
+    """
+    group_of = list(group_ids)
+    groups = list(dict.fromkeys(group_of))
+    keep = (advantages.abs() > 1e-8).tolist() if drop_zero_advantage else [True] * len(group_of)
+    minibatches = []
+    for j in range(num_minibatches):
+        chosen = set(groups[j::num_minibatches])
+        rows = [i for i, g in enumerate(group_of) if g in chosen and keep[i]]
+        if rows:
+            minibatches.append(rows)
+    return minibatches

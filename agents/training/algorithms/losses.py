@@ -17,7 +17,23 @@ import torch
 
 #: ``aggregate(per_token [B, T], mask [B, T], config) -> scalar``
 Aggregator = Callable[[torch.Tensor, torch.Tensor, "LossConfig"], torch.Tensor]
-LOSS_AGGREGATORS: dict[str, Aggregator] = {}
+#: ``row_share(mask [B, T]) -> [B]``: each row's share of the batch loss (summing to 1)
+RowShare = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossAggregation:
+    """How per-token losses become one scalar, and each trajectory's share of it.
+
+    ``row_share`` is what lets a batch be split across micro-batches and DDP learners without changing the
+    gradient: the trainer weights each part's loss by its rows' shares (see ``learner_shards``).
+    """
+
+    aggregate: Aggregator
+    row_share: RowShare
+
+
+LOSS_AGGREGATORS: dict[str, LossAggregation] = {}
 
 
 @dataclass(frozen=True)
@@ -31,23 +47,47 @@ class LossConfig:
     max_response_tokens: int = 8192  # Dr. GRPO's constant normaliser
 
 
-def register_loss_aggregator(name: str) -> Callable[[Aggregator], Aggregator]:
-    """Register how per-token losses become one scalar, selectable by name in a config."""
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the positions where ``mask`` is 1 (0 when there are none)."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def token_share(mask: torch.Tensor) -> torch.Tensor:
+    """A row's share of the batch's policy tokens: right for any loss that is a sum over tokens divided by
+    the batch's token count."""
+    return mask.sum(dim=1) / mask.sum().clamp(min=1)
+
+
+def trajectory_share(mask: torch.Tensor) -> torch.Tensor:
+    """Every trajectory the same share: right for a loss normalised by the number of trajectories."""
+    return torch.full((mask.shape[0],), 1.0 / max(1, mask.shape[0]))
+
+
+def register_loss_aggregator(name: str, row_share: RowShare = token_share) -> Callable[[Aggregator], Aggregator]:
+    """Register how per-token losses become one scalar, selectable by name in a config, with each row's share
+    of it (default: its share of the policy tokens)."""
 
     def register(fn: Aggregator) -> Aggregator:
-        LOSS_AGGREGATORS[name] = fn
+        LOSS_AGGREGATORS[name] = LossAggregation(fn, row_share)
         return fn
 
     return register
 
 
-@register_loss_aggregator("token_mean")
+def get_aggregation(name: str) -> LossAggregation:
+    try:
+        return LOSS_AGGREGATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown loss aggregation {name!r}; known: {sorted(LOSS_AGGREGATORS)}") from None
+
+
+@register_loss_aggregator("token_mean", row_share=token_share)
 def token_mean(per_token: torch.Tensor, mask: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """Mean over every policy token of the batch (verl's and ReSearch's default)."""
-    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+    return masked_mean(per_token, mask)
 
 
-@register_loss_aggregator("constant_norm")
+@register_loss_aggregator("constant_norm", row_share=trajectory_share)
 def constant_norm(per_token: torch.Tensor, mask: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """Dr. GRPO: sum over tokens divided by a constant (batch size x max response length), so long
     responses are not down-weighted per token."""
@@ -58,10 +98,6 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Schulman's low-variance, always non-negative estimator of KL(policy || reference), per token."""
     log_ratio = ref_logprobs - logprobs
     return torch.exp(log_ratio) - log_ratio - 1
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def policy_loss(
@@ -91,12 +127,7 @@ def policy_loss(
         if config.entropy_coef:
             per_token = per_token - config.entropy_coef * entropy
         metrics["losses/entropy"] = masked_mean(entropy, mask).item()
-    try:
-        aggregate = LOSS_AGGREGATORS[config.aggregation]
-    except KeyError:
-        known = sorted(LOSS_AGGREGATORS)
-        raise ValueError(f"unknown loss aggregation {config.aggregation!r}; known: {known}") from None
-    loss = aggregate(per_token, mask, config)
+    loss = get_aggregation(config.aggregation).aggregate(per_token, mask, config)
     with torch.no_grad():
         metrics["losses/policy_loss"] = masked_mean(pg_loss, mask).item()
         metrics["losses/approx_kl"] = masked_mean((ratio - 1) - log_ratio, mask).item()

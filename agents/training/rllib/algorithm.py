@@ -9,6 +9,7 @@ imported lazily, so importing the config does not import torch models.
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -26,24 +27,23 @@ from ray.rllib.utils.metrics import (
 )
 
 from agents.generation.rollout import RolloutConfig
-from agents.training.algorithms import Trajectory, collate, compute_advantages, get_algorithm
-
-#: The environment trained on unless ``config.environment(env=...)`` names another registered id.
-DEFAULT_ENV_ID = "ReSearch-MuSiQue-v0"
-
-
-def warmup_lr(lr: float, warmup_iterations: int, trajectories_per_iteration: int) -> float | list[list[float]]:
-    """``lr``, or RLlib's piecewise schedule for a linear warmup over ``warmup_iterations`` (RLlib schedules
-    by sampled trajectories, which ``GRPO.training_step`` passes to the learners)."""
-    if warmup_iterations <= 0:
-        return lr
-    return [[0, lr / (warmup_iterations + 1)], [warmup_iterations * trajectories_per_iteration, lr]]
+from agents.training.algorithms import (
+    Trajectory,
+    collate,
+    compute_advantages,
+    get_aggregation,
+    get_algorithm,
+    minibatch_rows,
+)
+from agents.training.reporting import rollout_charts
+from agents.training.settings import DEFAULT_ENV_ID, SETTING_NAMES, GRPOSettings, warmup_lr
 
 
 class GRPOConfig(AlgorithmConfig):
-    """Defaults are the paper's (SPEC §6): group size 5, temperature 1.0, lr 1e-6, clip 0.2, k3 KL to a
-    frozen reference with coefficient 0.001, entropy coefficient 0.001, gradient clipping at global norm
-    1.0, one optimisation epoch (a single optimizer step) per train batch of 256 prompts.
+    """Defaults are the paper's (SPEC §6), from :class:`agents.training.settings.GRPOSettings`: group size 5,
+    temperature 1.0, lr 1e-6, clip 0.2, k3 KL to a frozen reference with coefficient 0.001, entropy coefficient
+    0.001, gradient clipping at global norm 1.0, one optimisation epoch (a single optimizer step) per train
+    batch of 256 prompts. Every setting is an attribute of the same name.
 
     Example:
         >>> config = (GRPOConfig().training(algorithm="rloo", prompts_per_batch=4, group_size=4)
@@ -56,108 +56,106 @@ class GRPOConfig(AlgorithmConfig):
         super().__init__(algo_class=algo_class or GRPO)
         from agents.training.rllib.env_runner import ReSearchEnvRunner
 
-        # What RLlib owns: learners, optimizer, gradient clipping, checkpoints.
-        self.lr = 1e-6
-        self.grad_clip = 1.0
+        # The algorithm's settings; lr, grad_clip, num_epochs and seed are also what RLlib reads.
+        for setting in fields(GRPOSettings):
+            setattr(self, setting.name, setting.default)
         self.grad_clip_by = "global_norm"
-        self.num_epochs = 1
         self.env = DEFAULT_ENV_ID
         self.env_runner_cls = ReSearchEnvRunner
         self.num_env_runners = 0
         # Our runners have no connector state; weights are synced explicitly after each update.
         self.merge_env_runner_states = False
         self.broadcast_env_runner_states = False
-        # What RLlib has no notion of: prompts, groups, token budgets, the LM.
-        self.algorithm = "grpo"
-        self.group_size = 5
-        self.prompts_per_batch = 256
-        self.temperature = 1.0
-        self.clip_ratio = 0.2
-        self.kl_coef = 0.001
-        self.entropy_coef = 0.001
-        self.micro_batch_size = 2
-        self.num_minibatches = 1
-        self.drop_zero_advantage = False
+        # What RLlib has no notion of: the questions and the LM.
         self.question_ids: list[str] | None = None
-        self.max_response_tokens = 8192
-        self.max_new_tokens = 512
-        self.max_tokens = 8192 + 512
-        self.max_turns: int | None = None
         self.model_path: str | None = None
-        self.model_dtype = "float32"
+        self.model_dtype: str | None = None  # bfloat16 on a GPU, float32 on CPU
         self.lora: dict[str, Any] | None = None
+        self.gradient_checkpointing = False
+        self.learner_strategy = "ddp"
 
-    def training(self, *, algorithm: str = NotProvided, group_size: int = NotProvided,
-                 prompts_per_batch: int = NotProvided, temperature: float = NotProvided,
-                 clip_ratio: float = NotProvided, kl_coef: float = NotProvided, entropy_coef: float = NotProvided,
-                 micro_batch_size: int = NotProvided, max_response_tokens: int = NotProvided,
-                 num_minibatches: int = NotProvided, drop_zero_advantage: bool = NotProvided,
-                 question_ids: list[str] | None = NotProvided, **kwargs: Any) -> GRPOConfig:
-        """GRPO's own knobs on top of AlgorithmConfig's (``lr``, ``grad_clip``, ``num_epochs``, ...).
+    def training(self, *, question_ids: list[str] | None = NotProvided, **kwargs: Any) -> GRPOConfig:
+        """Any field of :class:`GRPOSettings` by name, plus AlgorithmConfig's own training arguments.
 
-        ``micro_batch_size`` trajectories are forwarded at once on a learner; it trades memory for
-        speed and does not change the gradient. ``num_minibatches`` optimizer steps are taken per train
-        batch (per epoch), each on whole groups (the paper: 1). ``drop_zero_advantage`` leaves out of the
-        update the trajectories whose advantage is 0 (a group with equal rewards): they add only KL and
-        entropy terms and dilute the token mean. ``question_ids`` restricts training to those questions of
-        the env's dataset (None: all of them). ``lr`` may be RLlib's schedule ``[[0, lr0], [t, lr1], ...]``
-        over sampled trajectories, e.g. a warmup.
+        ``question_ids`` restricts training to those questions of the env's dataset (None: all of them).
+        ``lr`` may also be RLlib's schedule ``[[0, lr0], [t, lr1], ...]`` over sampled trajectories; a float
+        ``lr`` with ``warmup_iterations`` becomes :func:`warmup_lr`'s schedule.
         """
-        super().training(**kwargs)
-        for name, value in dict(algorithm=algorithm, group_size=group_size, prompts_per_batch=prompts_per_batch,
-                                temperature=temperature, clip_ratio=clip_ratio, kl_coef=kl_coef,
-                                entropy_coef=entropy_coef, micro_batch_size=micro_batch_size,
-                                max_response_tokens=max_response_tokens, num_minibatches=num_minibatches,
-                                drop_zero_advantage=drop_zero_advantage, question_ids=question_ids).items():
-            if value is not NotProvided:
-                setattr(self, name, value)
+        ours = {name: kwargs.pop(name) for name in list(kwargs) if name in SETTING_NAMES}
+        super().training(**{k: v for k, v in ours.items() if k in ("lr", "grad_clip", "num_epochs")}, **kwargs)
+        for name, value in ours.items():
+            setattr(self, name, value)
+        if question_ids is not NotProvided:
+            self.question_ids = question_ids
         return self
 
     def rollouts(self, *, max_new_tokens: int = NotProvided, max_tokens: int = NotProvided,
                  max_turns: int | None = NotProvided) -> GRPOConfig:
         """Token budgets of an episode (see :class:`agents.generation.rollout.RolloutConfig`)."""
-        for name, value in dict(max_new_tokens=max_new_tokens, max_tokens=max_tokens, max_turns=max_turns).items():
-            if value is not NotProvided:
-                setattr(self, name, value)
-        return self
+        budgets = dict(max_new_tokens=max_new_tokens, max_tokens=max_tokens, max_turns=max_turns)
+        return self.training(**{name: value for name, value in budgets.items() if value is not NotProvided})
 
-    def policy(self, *, model: str | None = NotProvided, dtype: str = NotProvided,
-               lora: dict[str, Any] | None = NotProvided) -> GRPOConfig:
-        """The LM: a local checkpoint directory (None: the tiny default), its dtype, LoRA arguments."""
+    def policy(self, *, model: str | None = NotProvided, dtype: str | None = NotProvided,
+               lora: dict[str, Any] | None = NotProvided, gradient_checkpointing: bool = NotProvided,
+               strategy: str = NotProvided) -> GRPOConfig:
+        """The LM and how the learners hold it: a local checkpoint directory (None: the tiny default), its compute
+        dtype (``"float32"``/``"bfloat16"``; None: bfloat16 on a GPU, float32 on CPU; log-probs and the loss are
+        float32 either way), LoRA arguments, gradient checkpointing, and ``strategy``: ``"ddp"`` replicates the
+        model on every learner, ``"fsdp"`` shards weights, gradients and AdamW's moments over the learners
+        (FSDP2, float32 master weights; needs ``num_learners >= 1``). See ``agents.training.memory``."""
         if model is not NotProvided:
             self.model_path = model
         if dtype is not NotProvided:
             self.model_dtype = dtype
         if lora is not NotProvided:
             self.lora = lora
+        if gradient_checkpointing is not NotProvided:
+            self.gradient_checkpointing = gradient_checkpointing
+        if strategy is not NotProvided:
+            self.learner_strategy = strategy
         return self
 
     @property
+    def settings(self) -> GRPOSettings:
+        return GRPOSettings(**{name: getattr(self, name) for name in SETTING_NAMES})
+
+    @property
     def rollout_config(self) -> RolloutConfig:
-        return RolloutConfig(max_new_tokens=self.max_new_tokens, max_tokens=self.max_tokens, max_turns=self.max_turns)
+        return self.settings.rollout_config()
 
     @property
     def trajectories_per_batch(self) -> int:
         return self.prompts_per_batch * self.group_size
 
+    @property
+    def lr_schedule(self) -> float | list[list[float]]:
+        """What the learners' optimizer gets: ``lr``, or the warmup schedule when ``lr`` is a float."""
+        if isinstance(self.lr, (int, float)):
+            return warmup_lr(float(self.lr), self.warmup_iterations, self.trajectories_per_batch)
+        return self.lr
+
     def validate(self) -> None:
         super().validate()
         get_algorithm(self.algorithm)
-        if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 for a group baseline, got {self.group_size}")
-        if self.micro_batch_size < 1 or self.prompts_per_batch < 1:
-            raise ValueError("micro_batch_size and prompts_per_batch must be >= 1")
-        if not 1 <= self.num_minibatches <= self.prompts_per_batch:
-            raise ValueError(f"num_minibatches must be in [1, prompts_per_batch={self.prompts_per_batch}] (a "
-                             f"minibatch holds whole groups), got {self.num_minibatches}")
+        self.settings.validate()
         if self.question_ids is not None and len(set(self.question_ids)) != len(self.question_ids):
             raise ValueError("question_ids has duplicates: each question is one group per batch")
+        if self.model_dtype not in (None, "float32", "bfloat16"):
+            raise ValueError(f"policy(dtype=...) must be 'float32', 'bfloat16' or None (bfloat16 on a GPU), got "
+                             f"{self.model_dtype!r}")
+        if self.learner_strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"policy(strategy=...) must be 'ddp' or 'fsdp', got {self.learner_strategy!r}")
+        if self.learner_strategy == "fsdp" and (self.num_learners < 1 or self.lora):
+            raise ValueError("policy(strategy='fsdp') shards over the learner actors' process group and trains all "
+                             "weights: set learners(num_learners=N) with N >= 1 and leave lora unset (LoRA's "
+                             "adapters are small enough to replicate: use strategy='ddp')")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from agents.training.rllib.module import CausalLMModule
 
         return RLModuleSpec(module_class=CausalLMModule, model_config={
-            "model": self.model_path, "dtype": self.model_dtype, "kl_coef": self.kl_coef, "lora": self.lora})
+            "model": self.model_path, "dtype": self.model_dtype, "kl_coef": self.kl_coef, "lora": self.lora,
+            "gradient_checkpointing": self.gradient_checkpointing, "strategy": self.learner_strategy})
 
     def get_default_learner_class(self) -> type:
         from agents.training.rllib.learner import GRPOTorchLearner
@@ -215,7 +213,8 @@ class GRPO(Algorithm):
         timesteps = {NUM_ENV_STEPS_SAMPLED_LIFETIME: int(sampled) + len(trajectories)}  # drives lr schedules
 
         started = time.perf_counter()
-        minibatches = self._minibatches(group_ids, advantages)
+        minibatches = minibatch_rows(group_ids.tolist(), advantages, config.num_minibatches,
+                                     config.drop_zero_advantage)
         for rows in minibatches:
             batch = collate([trajectories[i] for i in rows], advantages[rows], self.pad_token_id)
             shards = learner_shards(batch, spec.aggregation, config.num_learners)
@@ -232,20 +231,6 @@ class GRPO(Algorithm):
         sync_s = time.perf_counter() - started
         self._log(trajectories, samples, advantages, kept=sum(len(rows) for rows in minibatches),
                   updated=bool(minibatches), sample_s=sample_s, learner_s=learner_s, sync_s=sync_s)
-
-    def _minibatches(self, group_ids: torch.Tensor, advantages: torch.Tensor) -> list[list[int]]:
-        """Row indices of each optimizer step: whole groups dealt round-robin (the groups' order is already
-        random), less the zero-advantage rows when ``drop_zero_advantage``; empty minibatches are skipped."""
-        group_of = group_ids.tolist()
-        groups = list(dict.fromkeys(group_of))
-        keep = (advantages.abs() > 1e-8).tolist() if self.config.drop_zero_advantage else [True] * len(group_of)
-        minibatches = []
-        for j in range(self.config.num_minibatches):
-            chosen = set(groups[j :: self.config.num_minibatches])
-            rows = [i for i, g in enumerate(group_of) if g in chosen and keep[i]]
-            if rows:
-                minibatches.append(rows)
-        return minibatches
 
     def _sample_groups(self) -> list[dict[str, Any]]:
         config = self.config
@@ -268,18 +253,9 @@ class GRPO(Algorithm):
 
     def _log(self, trajectories: list[Trajectory], samples: list[dict[str, Any]], advantages: torch.Tensor, *,
              kept: int, updated: bool, sample_s: float, learner_s: float, sync_s: float) -> None:
-        stats = {key: float(np.mean([t.stats[key] for t in trajectories])) for key in trajectories[0].stats}
         tokens = sum(s["generated_tokens"] for s in samples)
         values = {
-            "charts/episodic_return": stats["reward"],
-            "charts/f1": stats["f1"],
-            "charts/format_ok_rate": stats["format_ok"],
-            "charts/searches_per_episode": stats["searches"],
-            "charts/response_length": stats["response_tokens"],
-            "charts/truncated_rate": stats["truncated"],
-            "charts/advantage_abs_mean": float(advantages.abs().mean()),
-            "charts/trained_trajectories": float(kept),
-            "charts/tokens_per_s": tokens / max(sample_s, 1e-9),
+            **rollout_charts(trajectories, advantages, trained=kept, generated_tokens=tokens, sample_s=sample_s),
             "timers/generate_s": max(s["generate_s"] for s in samples),
             "timers/env_s": max(s["env_s"] for s in samples),
             "timers/sample_s": sample_s,
@@ -302,8 +278,8 @@ def learner_shards(batch: dict[str, torch.Tensor], aggregation: str, num_learner
 
     Rows are padded to a multiple of the learner count with copies of the first row that carry no loss.
     Each row gets a ``loss_weight`` such that the weighted micro-batch losses, summed over micro-batches and
-    averaged over learners by DDP, are the loss of the whole batch on one learner: exact for ``token_mean``
-    (each row's share of the policy tokens) and ``constant_norm`` (each row's share of the trajectories).
+    averaged over learners by DDP, are the loss of the whole batch on one learner: its share of the batch
+    loss, as the registered aggregation defines it (``LossAggregation.row_share``).
     """
     learners = max(1, num_learners)
     real_rows = batch["advantages"].shape[0]
@@ -312,11 +288,8 @@ def learner_shards(batch: dict[str, torch.Tensor], aggregation: str, num_learner
         batch = {k: torch.cat([v, v[:1].expand(padding, *v.shape[1:])]) for k, v in batch.items()}
         batch["loss_mask"][real_rows:] = 0
     loss_mask = batch["loss_mask"]
-    if aggregation == "constant_norm":
-        share = torch.zeros(loss_mask.shape[0])
-        share[:real_rows] = 1.0 / real_rows
-    else:
-        share = loss_mask.sum(dim=1) / loss_mask.sum().clamp(min=1)
+    share = torch.zeros(loss_mask.shape[0])
+    share[:real_rows] = get_aggregation(aggregation).row_share(loss_mask[:real_rows])
     batch["loss_weight"] = learners * share
     size = loss_mask.shape[0] // learners
     return [MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch({k: v[i * size:(i + 1) * size].numpy()

@@ -14,12 +14,13 @@ from ray.rllib.env import INPUT_ENV_SPACES
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.typing import StateDict
+from tqdm import tqdm
 
 import research_env  # noqa: F401  (registers the ReSearch env ids)
-from agents.training.algorithms import Trajectory, trajectory_from_episode
-from agents.training.rllib.module import TOKEN_SPACE, TRANSCRIPT_SPACE
 from agents.generation.hf_backend import HFBackend
 from agents.generation.rollout import run_episodes, token_env
+from agents.training.algorithms import Trajectory, trajectory_from_episode
+from agents.training.rllib.module import TOKEN_SPACE, TRANSCRIPT_SPACE
 
 
 class ReSearchEnvRunner(EnvRunner, Checkpointable):
@@ -41,13 +42,16 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
                                  seed=self.config.seed or 0, batch_size=max(1, self.config.trajectories_per_batch))
         self.envs: list[gym.Env] = []
         self._question_ids: list[str] | None = None
+        self._http_retriever: Any = None
 
     def _make_env(self) -> gym.Env:
         env_config = dict(self.config.env_config)
         if url := env_config.pop("retriever_url", None):
-            from research_env.retrieval.http import HTTPRetriever
+            if self._http_retriever is None:  # one client (and connection pool) for all of this runner's envs
+                from research_env.retrieval.http import HTTPRetriever
 
-            env_config["retriever"] = HTTPRetriever(url)
+                self._http_retriever = HTTPRetriever(url)
+            env_config["retriever"] = self._http_retriever
         return token_env(gym.make(self.config.env, **env_config), self.module.tokenizer, self.config.rollout_config)
 
     def question_ids(self) -> list[str]:
@@ -68,8 +72,10 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
         base_seed = self.config.seed or 0
         self.backend.generator.manual_seed((base_seed * 1_000_003 + seed) * 1_009 + (self.worker_index or 0))
         started = time.perf_counter()
-        episodes = list(run_episodes(self.envs[:len(plan)], self.backend, [qid for _, qid in plan],
-                                     self.config.rollout_config))
+        episodes = list(tqdm(run_episodes(self.envs[:len(plan)], self.backend, [qid for _, qid in plan],
+                                          self.config.rollout_config),
+                             total=len(plan), desc="episodes", unit="ep", leave=False,
+                             disable=bool(self.worker_index)))  # a bar in the driver's runner only
         wall_s = time.perf_counter() - started
         order = {qid: i for i, (_, qid) in enumerate(plan)}
         episodes.sort(key=lambda e: order[e.question_id])
@@ -92,6 +98,9 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
         for env in self.envs:
             env.close()
         self.envs = []
+        if self._http_retriever is not None:
+            self._http_retriever.close()
+            self._http_retriever = None
 
     def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs: Any) -> StateDict:
         # Nothing of ours outlives an iteration: the weights are the learner's, the sampling seed is derived.
