@@ -98,7 +98,7 @@ def test_sigint_stops_after_the_iteration_with_a_checkpoint_and_resume_skips_an_
 @pytest.mark.slow
 def test_a_second_sigterm_stops_at_once(tmp_path):
     output = tmp_path / "run"
-    with running(output, "--iterations", "60") as run:
+    with running(output, "--iterations", "60", "--checkpoint-every", "1") as run:
         wait_for(run, output / "checkpoints" / "iter_000001")
         run.send_signal(signal.SIGTERM)
         time.sleep(0.5)

@@ -164,6 +164,9 @@ def curves_figure(rows: list[dict[str, float]]):  # -> matplotlib.figure.Figure
         evaluated = [row for row in rows if key in row]  # only the iterations that ran a held-out evaluation
         ax.plot([row["iteration"] for row in evaluated], [row[key] for row in evaluated], marker="o", color="tab:green")
         ax.set_title(title)
+        if not evaluated:
+            ax.text(0.5, 0.5, "no held-out evaluation\n(--eval-every 0)", ha="center", va="center",
+                    transform=ax.transAxes, color="gray")
     ax = axes.flat[len(_PANELS) + len(_EVAL_PANELS)]
     bottom = [0.0] * len(rows)
     for label, key in _TIME_SPLIT:
@@ -174,6 +177,8 @@ def curves_figure(rows: list[dict[str, float]]):  # -> matplotlib.figure.Figure
     ax.legend(fontsize="small")
     for ax in axes.flat:
         ax.set_xlabel("iteration")
+        if steps:  # one iteration range on every panel, those without points (no evaluation ran) included
+            ax.set_xlim(min(steps) - 0.5, max(steps) + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # each tick in full, never a shared offset
     fig.tight_layout()
