@@ -81,16 +81,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def grpo_config(args: argparse.Namespace, policy: Path, env_config: dict[str, Any], seed: int):  # -> GRPOConfig
     from agents.training.rllib import GRPOConfig
-    from agents.training.rllib.algorithm import warmup_lr
 
-    lr = warmup_lr(args.lr, args.warmup_iterations, args.prompts * args.group_size)
     return (
         GRPOConfig()
         .environment(env=SYNTHETIC_ENV_ID, env_config=env_config)
         .training(
             prompts_per_batch=args.prompts,
             group_size=args.group_size,
-            lr=lr,
+            lr=args.lr,
+            warmup_iterations=args.warmup_iterations,
             num_minibatches=args.minibatches,
             drop_zero_advantage=True,
             micro_batch_size=16,
@@ -258,14 +257,13 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    import ray
-
-    from research_env.retrieval import reclaim_jvm_signal_handlers
+    from agents.training.rllib.cluster import init_ray
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=args.threads, include_dashboard=False, configure_logging=False)
-    reclaim_jvm_signal_handlers()
+    init_ray(num_cpus=args.threads)
+    import ray
+
     runs = []
     try:
         for seed in args.seeds:
