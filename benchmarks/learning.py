@@ -74,14 +74,24 @@ def grpo_config(args: argparse.Namespace, policy: Path, question_ids: list[str],
     1.0) with the feasibility run's batch and step sizes."""
     from agents.training.rllib import GRPOConfig
 
-    return (GRPOConfig()
-            .environment(env_config={"top_k": args.top_k})
-            .training(algorithm=args.algorithm, prompts_per_batch=len(question_ids), group_size=args.group_size,
-                      lr=args.lr, warmup_iterations=args.warmup_iterations, num_minibatches=args.minibatches, drop_zero_advantage=True, micro_batch_size=8,
-                      question_ids=question_ids)
-            .rollouts(max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens, max_turns=args.max_turns)
-            .policy(model=str(policy))
-            .debugging(seed=seed))
+    return (
+        GRPOConfig()
+        .environment(env_config={"top_k": args.top_k})
+        .training(
+            algorithm=args.algorithm,
+            prompts_per_batch=len(question_ids),
+            group_size=args.group_size,
+            lr=args.lr,
+            warmup_iterations=args.warmup_iterations,
+            num_minibatches=args.minibatches,
+            drop_zero_advantage=True,
+            micro_batch_size=8,
+            question_ids=question_ids,
+        )
+        .rollouts(max_new_tokens=args.max_new_tokens, max_tokens=args.max_tokens, max_turns=args.max_turns)
+        .policy(model=str(policy))
+        .debugging(seed=seed)
+    )
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -105,9 +115,14 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
     # 1. The starting policy: small vocabulary, SFT on clean + noisy oracle traces of the training questions.
     t = time.perf_counter()
-    warm = WarmStart(question_ids=train_ids, small_vocab=True, noisy_copies=args.noisy_copies, seed=seed,
-                     sft=SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr,
-                                                   batch_size=args.sft_batch_size, seed=seed), rollout=rollout)
+    warm = WarmStart(
+        question_ids=train_ids,
+        small_vocab=True,
+        noisy_copies=args.noisy_copies,
+        seed=seed,
+        sft=SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr, batch_size=args.sft_batch_size, seed=seed),
+        rollout=rollout,
+    )
     policy = prepare_policy(out / "policy", make_env, warm)
     timings["warm_start_s"] = time.perf_counter() - t
     model, tokenizer = load_causal_lm(policy, device="cpu", dtype=torch.float32)
@@ -117,15 +132,20 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     def evaluate(tag: str, lm: torch.nn.Module) -> dict[str, dict[str, float]]:
         t = time.perf_counter()
         result = {
-            "train": evaluate_policy(lm, tokenizer, envs, grpo_ids, args.eval_samples, rollout,
-                                     seed=10_000 + seed).summary(),
-            "heldout": evaluate_policy(lm, tokenizer, envs, heldout_ids, args.heldout_samples, rollout,
-                                       seed=20_000 + seed).summary(),
+            "train": evaluate_policy(
+                lm, tokenizer, envs, grpo_ids, args.eval_samples, rollout, seed=10_000 + seed
+            ).summary(),
+            "heldout": evaluate_policy(
+                lm, tokenizer, envs, heldout_ids, args.heldout_samples, rollout, seed=20_000 + seed
+            ).summary(),
         }
         timings[f"eval_{tag}_s"] = time.perf_counter() - t
-        print(f"seed {seed} eval {tag}: GRPO questions reward {result['train']['reward']:.3f} ± "
-              f"{result['train']['reward_se']:.3f}, format {result['train']['format_ok']:.3f}; held-out reward "
-              f"{result['heldout']['reward']:.3f}, format {result['heldout']['format_ok']:.3f}", flush=True)
+        print(
+            f"seed {seed} eval {tag}: GRPO questions reward {result['train']['reward']:.3f} ± "
+            f"{result['train']['reward_se']:.3f}, format {result['train']['format_ok']:.3f}; held-out reward "
+            f"{result['heldout']['reward']:.3f}, format {result['heldout']['format_ok']:.3f}",
+            flush=True,
+        )
         return result
 
     # 2. Separate evaluation before GRPO (fixed sampler seed: the same random numbers before and after).
@@ -151,20 +171,33 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         algo.stop()
         for e in envs:
             e.close()
-    return {"seed": seed, "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
-            "before": before, "after": after, "history": log.history(), "timings": timings}
+    return {
+        "seed": seed,
+        "vocab_size": len(tokenizer),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "before": before,
+        "after": after,
+        "history": log.history(),
+        "timings": timings,
+    }
 
 
 def print_table(runs: list[dict[str, Any]]) -> None:
-    rows = [("GRPO questions: reward", "train", "reward"), ("GRPO questions: F1", "train", "f1"),
-            ("GRPO questions: format-valid", "train", "format_ok"), ("held-out: reward", "heldout", "reward"),
-            ("held-out: format-valid", "heldout", "format_ok")]
+    rows = [
+        ("GRPO questions: reward", "train", "reward"),
+        ("GRPO questions: F1", "train", "f1"),
+        ("GRPO questions: format-valid", "train", "format_ok"),
+        ("held-out: reward", "heldout", "reward"),
+        ("held-out: format-valid", "heldout", "format_ok"),
+    ]
     print(f"\n{'seed':>4s} {'metric':30s} {'n':>5s} {'before':>15s} {'after':>15s} {'change':>8s}")
     for run in runs:
         b, a = run["before"], run["after"]
         for name, split, key in rows:
-            print(f"{run['seed']:4d} {name:30s} {b[split]['n']:5d} {b[split][key]:7.3f} ± {b[split][key + '_se']:.3f} "
-                  f"{a[split][key]:7.3f} ± {a[split][key + '_se']:.3f} {a[split][key] - b[split][key]:+8.3f}")
+            print(
+                f"{run['seed']:4d} {name:30s} {b[split]['n']:5d} {b[split][key]:7.3f} ± {b[split][key + '_se']:.3f} "
+                f"{a[split][key]:7.3f} ± {a[split][key + '_se']:.3f} {a[split][key] - b[split][key]:+8.3f}"
+            )
     if len(runs) > 1:
         print(f"\nover {len(runs)} seeds (mean of the per-seed changes ± its standard error):")
         for name, split, key in rows:
@@ -172,8 +205,10 @@ def print_table(runs: list[dict[str, Any]]) -> None:
             se = float(np.std(changes, ddof=1) / math.sqrt(len(changes)))
             print(f"     {name:30s} {float(np.mean(changes)):+.3f} ± {se:.3f}")
     minutes = sum(sum(r["timings"].values()) for r in runs) / 60
-    print(f"wall time {minutes:.1f} min: " + "; ".join(
-        f"seed {r['seed']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings"].items()) for r in runs))
+    print(
+        f"wall time {minutes:.1f} min: "
+        + "; ".join(f"seed {r['seed']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings"].items()) for r in runs)
+    )
 
 
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
@@ -208,13 +243,21 @@ def learning_figure(runs: list[dict[str, Any]]):  # -> matplotlib.figure.Figure
         for j, (tag, color) in enumerate((("before", "tab:gray"), ("after", "tab:blue"))):
             values = [run[tag][s][k] for s, k in keys]
             errors = [run[tag][s][k + "_se"] for s, k in keys]
-            bars = axes[1].bar(x - 0.4 + width * (2 * i + j + 0.5), values, width, yerr=errors, color=color,
-                               capsize=2, label=f"{tag} GRPO" if i == 0 else None)
+            bars = axes[1].bar(
+                x - 0.4 + width * (2 * i + j + 0.5),
+                values,
+                width,
+                yerr=errors,
+                color=color,
+                capsize=2,
+                label=f"{tag} GRPO" if i == 0 else None,
+            )
             if tag == "after":  # the seed, once per pair, above the taller error bar
                 axes[1].bar_label(bars, labels=[f"s{run['seed']}"] * len(names), fontsize="x-small", padding=6)
     axes[1].set_xticks(x, names)
-    axes[1].set(title=f"separate evaluation, seeds {[r['seed'] for r in runs]} (± s.e.; bar pairs s<seed>)",
-                ylim=(0, 1.1))
+    axes[1].set(
+        title=f"separate evaluation, seeds {[r['seed'] for r in runs]} (± s.e.; bar pairs s<seed>)", ylim=(0, 1.1)
+    )
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: the seed labels reach the top
     fig.tight_layout()
     return fig
@@ -228,6 +271,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     init_ray(num_cpus=args.threads)
     import ray
+
     runs = []
     try:
         for seed in args.seeds:

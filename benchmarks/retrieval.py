@@ -51,16 +51,23 @@ def percentiles(latencies: Sequence[float]) -> tuple[str, str]:
     return f"{np.percentile(ms, 50):.2f}", f"{np.percentile(ms, 99):.2f}"
 
 
-def measure(name: str, corpus: str, mode: str, call: Callable[[list[str]], object], queries: list[str],
-            batch: int, budget_s: float = 8.0) -> None:
+def measure(
+    name: str,
+    corpus: str,
+    mode: str,
+    call: Callable[[list[str]], object],
+    queries: list[str],
+    batch: int,
+    budget_s: float = 8.0,
+) -> None:
     """Run ``call`` on consecutive slices of ``batch`` queries until the queries or the time budget run out."""
     call(queries[:batch])  # warm-up (JIT, caches)
     latencies, done, started = [], 0, time.perf_counter()
     for start in range(batch, len(queries), batch):
         t = time.perf_counter()
-        call(queries[start:start + batch])
+        call(queries[start : start + batch])
         latencies.append(time.perf_counter() - t)
-        done += len(queries[start:start + batch])
+        done += len(queries[start : start + batch])
         if time.perf_counter() - started > budget_s:
             break
     elapsed = time.perf_counter() - started
@@ -100,8 +107,11 @@ def bench_service(index: Path, corpus_name: str, queries: list[str], clients: in
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve_retriever.py"), "--index", str(index),
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "serve_retriever.py"), "--index", str(index), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         client = HTTPRetriever(f"http://127.0.0.1:{port}", deadline_s=60, max_backoff_s=0.2)
         client.health()
@@ -120,10 +130,22 @@ def bench_service(index: Path, corpus_name: str, queries: list[str], clients: in
             elapsed = time.perf_counter() - started
         p50, p99 = percentiles(latencies)
         batcher = client.health()["batcher"]
-        add_row("pyserini via HTTP service", corpus_name, f"{clients} clients, 1 query/request",
-                f"{len(latencies) / elapsed:,.0f}", p50, p99)
-        add_row("  (micro-batcher)", corpus_name, f"mean batch {batcher['queries'] / batcher['index_calls']:.1f} "
-                f"queries, max {batcher['max_batch']}", "", "", "")
+        add_row(
+            "pyserini via HTTP service",
+            corpus_name,
+            f"{clients} clients, 1 query/request",
+            f"{len(latencies) / elapsed:,.0f}",
+            p50,
+            p99,
+        )
+        add_row(
+            "  (micro-batcher)",
+            corpus_name,
+            f"mean batch {batcher['queries'] / batcher['index_calls']:.1f} queries, max {batcher['max_batch']}",
+            "",
+            "",
+            "",
+        )
         client.close()
     finally:
         server.kill()
@@ -137,8 +159,19 @@ def start_server(index: Path, *flags: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve_retriever.py"), "--index", str(index),
-                               "--port", str(port), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "serve_retriever.py"),
+            "--index",
+            str(index),
+            "--port",
+            str(port),
+            *flags,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -162,8 +195,9 @@ async def load(url: str, queries: list[str], clients: int, seconds: float) -> tu
         i = c * 7919
         while time.perf_counter() < stop:
             t = time.perf_counter()
-            async with session.post(f"{url}/batch_search", json={"query": [queries[i % len(queries)]], "top_n": 5,
-                                                                  "return_score": True}) as response:
+            async with session.post(
+                f"{url}/batch_search", json={"query": [queries[i % len(queries)]], "top_n": 5, "return_score": True}
+            ) as response:
                 assert response.status == 200, await response.text()
                 await response.read()
             latencies.append(time.perf_counter() - t)
@@ -176,8 +210,9 @@ async def load(url: str, queries: list[str], clients: int, seconds: float) -> tu
         return len(latencies), time.perf_counter() - started, latencies
 
 
-def bench_service_modes(index: Path, queries: list[str], client_counts: Sequence[int] = (1, 32, 64),
-                        rounds: int = 5, seconds: float = 4.0) -> list[tuple[str, ...]]:
+def bench_service_modes(
+    index: Path, queries: list[str], client_counts: Sequence[int] = (1, 32, 64), rounds: int = 5, seconds: float = 4.0
+) -> list[tuple[str, ...]]:
     """Default settings vs ``--max-batch-size 1``, in interleaved rounds; rows of the comparison table."""
     import httpx
 
@@ -207,26 +242,43 @@ def bench_service_modes(index: Path, queries: list[str], client_counts: Sequence
             for name, (done, elapsed, latencies) in cells.items():
                 after = httpx.get(f"{servers[name][1]}/health").json()["batcher"]
                 coalesced = (after["queries"] - calls_before[name]["queries"]) / max(
-                    1, after["index_calls"] - calls_before[name]["index_calls"])
+                    1, after["index_calls"] - calls_before[name]["index_calls"]
+                )
                 stats[name] = (done / elapsed, *(np.percentile(np.asarray(latencies) * 1000, [50, 99])), coalesced)
             (b_rps, b_p50, b_p99, b_batch), (u_rps, u_p50, u_p99, _) = stats.values()
             # each round's two cells ran back to back: the median of their ratios resists load bursts of other jobs
             paired = np.median(np.divide(*per_round.values()))
-            rows.append((str(clients), f"{b_rps:,.0f}", f"{u_rps:,.0f}", f"{b_rps / u_rps:.2f}x", f"{paired:.2f}x",
-                         f"{b_p50:.1f}", f"{u_p50:.1f}", f"{b_p99:.1f}", f"{u_p99:.1f}", f"{b_p99 / u_p99:.2f}x",
-                         f"{b_batch:.1f}"))
+            rows.append(
+                (
+                    str(clients),
+                    f"{b_rps:,.0f}",
+                    f"{u_rps:,.0f}",
+                    f"{b_rps / u_rps:.2f}x",
+                    f"{paired:.2f}x",
+                    f"{b_p50:.1f}",
+                    f"{u_p50:.1f}",
+                    f"{b_p99:.1f}",
+                    f"{u_p99:.1f}",
+                    f"{b_p99 / u_p99:.2f}x",
+                    f"{b_batch:.1f}",
+                )
+            )
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     finally:
         for server, _ in servers.values():
             server.terminate()
             server.wait(30)
     load_after = os.getloadavg()
-    print(f"| clients | batched req/s | unbatched req/s | req/s ratio | median ratio of rounds | batched p50 ms | "
-          f"unbatched p50 ms | batched p99 ms | unbatched p99 ms | p99 ratio | mean batch |\n|{'---|' * 11}")
+    print(
+        f"| clients | batched req/s | unbatched req/s | req/s ratio | median ratio of rounds | batched p50 ms | "
+        f"unbatched p50 ms | batched p99 ms | unbatched p99 ms | p99 ratio | mean batch |\n|{'---|' * 11}"
+    )
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"\nLoad average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; {os.cpu_count()} CPUs; "
-          f"{rounds} interleaved rounds of {seconds:.0f}s per cell; demo index, k = 5, 1 query per request.")
+    print(
+        f"\nLoad average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; {os.cpu_count()} CPUs; "
+        f"{rounds} interleaved rounds of {seconds:.0f}s per cell; demo index, k = 5, 1 query per request."
+    )
     return rows
 
 
@@ -250,15 +302,18 @@ def bench_dense(model: Path, work: Path, sizes: Sequence[int], dense_docs: int, 
     queries = musique_queries()
     for kind in ("flat", "hnsw"):
         t = time.perf_counter()
-        retriever = DenseRetriever(build_dense_index(subset, work / f"dense_{kind}", model, kind=kind, progress=False,
-                                                     encoder=encoder), encoder=encoder)
+        retriever = DenseRetriever(
+            build_dense_index(subset, work / f"dense_{kind}", model, kind=kind, progress=False, encoder=encoder),
+            encoder=encoder,
+        )
         print(f"dense {kind} index of {dense_docs} passages: {time.perf_counter() - t:.0f}s", file=sys.stderr)
         bench_in_process(f"dense {kind} + MiniLM", f"demo {dense_docs}", retriever, queries)
     for n in sizes:
         vectors = rng.standard_normal((n, encoder.dim), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        query_vectors = vectors[rng.integers(0, n, 2048)] + 0.1 * rng.standard_normal((2048, encoder.dim),
-                                                                                        dtype=np.float32)
+        query_vectors = vectors[rng.integers(0, n, 2048)] + 0.1 * rng.standard_normal(
+            (2048, encoder.dim), dtype=np.float32
+        )
         exact = None
         for kind in ("flat", "hnsw"):
             index = new_faiss_index(encoder.dim, kind)
@@ -270,11 +325,19 @@ def bench_dense(model: Path, work: Path, sizes: Sequence[int], dense_docs: int, 
             rows = index.search(query_vectors[:256], 5)[1]
             exact = rows if exact is None else exact
             recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(rows, exact, strict=True)])
-            measure(f"faiss {kind} (index only)", f"{n // 1000}k random", f"batch {BATCH}",
-                    lambda qs, index=index, qv=query_vectors: index.search(qv[np.asarray(qs, dtype=int)], 5),
-                    [str(i) for i in range(2048)], BATCH)
-            ROWS[-1] = (*ROWS[-1][:3], ROWS[-1][3] + f" (build {build_s:.0f}s, recall@5 vs flat {recall:.2f})",
-                        *ROWS[-1][4:])
+            measure(
+                f"faiss {kind} (index only)",
+                f"{n // 1000}k random",
+                f"batch {BATCH}",
+                lambda qs, index=index, qv=query_vectors: index.search(qv[np.asarray(qs, dtype=int)], 5),
+                [str(i) for i in range(2048)],
+                BATCH,
+            )
+            ROWS[-1] = (
+                *ROWS[-1][:3],
+                ROWS[-1][3] + f" (build {build_s:.0f}s, recall@5 vs flat {recall:.2f})",
+                *ROWS[-1][4:],
+            )
 
 
 def bench_vector_env(retriever: Retriever, num_envs: int = 16, steps: int = 30) -> None:
@@ -286,19 +349,21 @@ def bench_vector_env(retriever: Retriever, num_envs: int = 16, steps: int = 30) 
 
     queries = musique_queries()
     for cls, label in ((SyncVectorEnv, f"{num_envs} sequential calls"), (BatchedRetrievalVectorEnv, "1 batched call")):
-        envs = cls([lambda: gym.make("ReSearch-MuSiQue-v0", retriever=retriever, max_context_chars=10**7)]
-                   * num_envs)
+        envs = cls([lambda: gym.make("ReSearch-MuSiQue-v0", retriever=retriever, max_context_chars=10**7)] * num_envs)
         envs.reset(seed=0)
         latencies = []
         for step in range(steps):
-            actions = tuple(f"<think> step </think><search> {queries[(step * num_envs + i) % len(queries)]} </search>"
-                            for i in range(num_envs))
+            actions = tuple(
+                f"<think> step </think><search> {queries[(step * num_envs + i) % len(queries)]} </search>"
+                for i in range(num_envs)
+            )
             t = time.perf_counter()
             envs.step(actions)
             latencies.append(time.perf_counter() - t)
         p50, p99 = percentiles(latencies)
-        add_row(f"vector env, {num_envs} envs", "demo 4.4k", label,
-                f"{num_envs * steps / sum(latencies):,.0f}", p50, p99)
+        add_row(
+            f"vector env, {num_envs} envs", "demo 4.4k", label, f"{num_envs * steps / sum(latencies):,.0f}", p50, p99
+        )
         envs.close()
 
 
@@ -329,8 +394,10 @@ def recall_at_5(retriever: Retriever) -> str:
     hops = [hop for row in musique_rows() for hop in gold_hops(row)]
     results = retriever.search([q for q, _ in hops], 5)
     found = sum(gold in {d.contents for d in docs} for (_, gold), docs in zip(hops, results, strict=True))
-    return f"BM25 top-5 recall of the supporting paragraph, MuSiQue gold sub-questions on the demo corpus: " \
-           f"{found / len(hops):.3f} ({found}/{len(hops)} hops of {len(musique_rows())} questions)"
+    return (
+        f"BM25 top-5 recall of the supporting paragraph, MuSiQue gold sub-questions on the demo corpus: "
+        f"{found / len(hops):.3f} ({found}/{len(hops)} hops of {len(musique_rows())} questions)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -346,8 +413,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per round with --service")
     args = parser.parse_args(argv)
     if args.service:
-        bench_service_modes(cached_index(DEMO_CORPUS, progress=False), musique_queries(), rounds=args.rounds,
-                            seconds=args.seconds)
+        bench_service_modes(
+            cached_index(DEMO_CORPUS, progress=False), musique_queries(), rounds=args.rounds, seconds=args.seconds
+        )
         return
     rng = np.random.default_rng(0)
     work = Path(args.work or tempfile.mkdtemp(prefix="retrieval_bench_"))
@@ -386,8 +454,10 @@ def main(argv: list[str] | None = None) -> None:
     for row in ROWS:
         print("| " + " | ".join(row) + " |")
     print(f"\n{recall_at_5(demo)}")
-    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}; total {time.perf_counter() - started:.0f}s")
+    print(
+        f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; total {time.perf_counter() - started:.0f}s"
+    )
 
 
 if __name__ == "__main__":

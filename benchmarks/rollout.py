@@ -35,23 +35,46 @@ from research_env.data import load_qa_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("RESEARCH_GYM_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
-HEADER = ("backend", "parallel", "episodes", "turns", "tokens", "wall s", "tokens/s", "gen tokens/s",
-          "gen ms/turn", "env ms/turn", "env share")
+HEADER = (
+    "backend",
+    "parallel",
+    "episodes",
+    "turns",
+    "tokens",
+    "wall s",
+    "tokens/s",
+    "gen tokens/s",
+    "gen ms/turn",
+    "env ms/turn",
+    "env share",
+)
 
 
 def hf_row(backend: HFBackend, question_ids: list[str], parallel: int, config: RolloutConfig) -> tuple[str, ...]:
     """Play ``question_ids`` on ``parallel`` envs; per-turn times are per episode (a batched call's share)."""
-    envs = [token_env(gym.make("ReSearch-MuSiQue-v0", tokenizer=backend.tokenizer), backend.tokenizer, config)
-            for _ in range(parallel)]
+    envs = [
+        token_env(gym.make("ReSearch-MuSiQue-v0", tokenizer=backend.tokenizer), backend.tokenizer, config)
+        for _ in range(parallel)
+    ]
     started = time.perf_counter()
     episodes = list(run_episodes(envs, backend, question_ids, config))
     wall = time.perf_counter() - started
     tokens = sum(e.generated_tokens for e in episodes)
     turns = sum(len(e.chunks) for e in episodes)
     generate_s, env_s = sum(e.generate_s for e in episodes), sum(e.env_s for e in episodes)
-    return ("hf", str(parallel), str(len(episodes)), str(turns), str(tokens), f"{wall:.1f}", f"{tokens / wall:.0f}",
-            f"{tokens / generate_s:.0f}", f"{1000 * generate_s / turns:.1f}", f"{1000 * env_s / turns:.2f}",
-            f"{env_s / (env_s + generate_s):.1%}")
+    return (
+        "hf",
+        str(parallel),
+        str(len(episodes)),
+        str(turns),
+        str(tokens),
+        f"{wall:.1f}",
+        f"{tokens / wall:.0f}",
+        f"{tokens / generate_s:.0f}",
+        f"{1000 * generate_s / turns:.1f}",
+        f"{1000 * env_s / turns:.2f}",
+        f"{env_s / (env_s + generate_s):.1%}",
+    )
 
 
 def first_turn_contexts(backend: HFBackend, question_ids: list[str], config: RolloutConfig) -> list[list[int]]:
@@ -63,19 +86,35 @@ def vllm_rows(contexts: list[list[int]], parallels: list[int], max_new_tokens: i
     """One ``generate`` call per row in the vLLM venv, after a warm-up call; no stop, so every chunk is full."""
     calls = [{"contexts": contexts[:1], "max_new_tokens": max_new_tokens}]
     calls += [{"contexts": contexts[:n], "max_new_tokens": max_new_tokens} for n in parallels]
-    spec = {"model": str(tiny_qwen2_path()), "llm_kwargs": {"dtype": "float32", "enforce_eager": True},
-            "calls": calls}
+    spec = {"model": str(tiny_qwen2_path()), "llm_kwargs": {"dtype": "float32", "enforce_eager": True}, "calls": calls}
     with tempfile.TemporaryDirectory() as work:
         (Path(work) / "calls.json").write_text(json.dumps(spec), encoding="utf-8")
-        subprocess.run([str(VLLM_PYTHON), "-m", "agents.generation.vllm_check", f"{work}/calls.json", f"{work}/results.json"],
-                       cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [str(VLLM_PYTHON), "-m", "agents.generation.vllm_check", f"{work}/calls.json", f"{work}/results.json"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         results = json.loads((Path(work) / "results.json").read_text(encoding="utf-8"))
     rows = []
     for n, call in zip(parallels, results["calls"][1:], strict=True):
         tokens = sum(len(chunk["token_ids"]) for chunk in call["chunks"])
         rate = f"{tokens / call['seconds']:.0f}"
-        rows.append(("vllm (1st turn)", str(n), str(n), str(n), str(tokens), f"{call['seconds']:.1f}", rate, rate,
-                     f"{1000 * call['seconds'] / n:.1f}", "-", "-"))
+        rows.append(
+            (
+                "vllm (1st turn)",
+                str(n),
+                str(n),
+                str(n),
+                str(tokens),
+                f"{call['seconds']:.1f}",
+                rate,
+                rate,
+                f"{1000 * call['seconds'] / n:.1f}",
+                "-",
+                "-",
+            )
+        )
     return rows
 
 
@@ -88,8 +127,9 @@ def main() -> None:
     parser.add_argument("--vllm", action="store_true", help="add vLLM rows (runs the vLLM venv's interpreter)")
     args = parser.parse_args()
     if args.vllm and not VLLM_PYTHON.is_file():
-        parser.error(f"no vLLM interpreter at {VLLM_PYTHON}: run scripts/setup_vllm_cpu.sh or set "
-                     "RESEARCH_GYM_VLLM_PYTHON")
+        parser.error(
+            f"no vLLM interpreter at {VLLM_PYTHON}: run scripts/setup_vllm_cpu.sh or set RESEARCH_GYM_VLLM_PYTHON"
+        )
     config = RolloutConfig(max_new_tokens=args.max_new_tokens, max_turns=args.max_turns)
     backend = HFBackend.from_pretrained(device="cpu", batch_size=max(args.parallel))
     dataset = load_qa_dataset(demo_dataset("musique"))
@@ -101,8 +141,10 @@ def main() -> None:
     if args.vllm:
         contexts = first_turn_contexts(backend, list(islice(cycle(ids), max(args.parallel))), config)
         rows += vllm_rows(contexts, args.parallel, args.max_new_tokens)
-    print(f"tiny-qwen2, max_new_tokens={args.max_new_tokens}, max_turns={args.max_turns}, "
-          f"{os.cpu_count()} CPUs, torch threads: {torch.get_num_threads()}\n")
+    print(
+        f"tiny-qwen2, max_new_tokens={args.max_new_tokens}, max_turns={args.max_turns}, "
+        f"{os.cpu_count()} CPUs, torch threads: {torch.get_num_threads()}\n"
+    )
     print("| " + " | ".join(HEADER) + " |")
     print("|" + "---|" * len(HEADER))
     for row in rows:

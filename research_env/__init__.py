@@ -15,7 +15,20 @@ __version__ = "0.1.0"
 register_envs()
 
 __all__ = [
-    "ENV_IDS", "GENERIC_ENV_ID", "BM25Retriever", "Document", "EpisodeScore", "QADataset", "QARecord",
-    "ReSearchEnv", "Retriever", "RetrieverError", "exact_match", "f1_score", "load_qa_dataset",
-    "normalize_answer", "score_response", "shared_retriever",
+    "ENV_IDS",
+    "GENERIC_ENV_ID",
+    "BM25Retriever",
+    "Document",
+    "EpisodeScore",
+    "QADataset",
+    "QARecord",
+    "ReSearchEnv",
+    "Retriever",
+    "RetrieverError",
+    "exact_match",
+    "f1_score",
+    "load_qa_dataset",
+    "normalize_answer",
+    "score_response",
+    "shared_retriever",
 ]

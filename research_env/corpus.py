@@ -65,8 +65,9 @@ def write_jsonl(passages: Iterable[Mapping[str, str]], out_path: str | os.PathLi
     return n
 
 
-def build_corpus(raw_paths: Iterable[str | os.PathLike], out_path: str | os.PathLike,
-                 extra_corpora: Iterable[str | os.PathLike] = ()) -> int:
+def build_corpus(
+    raw_paths: Iterable[str | os.PathLike], out_path: str | os.PathLike, extra_corpora: Iterable[str | os.PathLike] = ()
+) -> int:
     """Write the union of the raw files' paragraphs plus any existing JsonCollection files to ``out_path``."""
 
     def passages() -> Iterator[Mapping[str, str]]:
@@ -95,8 +96,10 @@ def iter_titled_passages(paths: Iterable[str | os.PathLike]) -> Iterator[dict[st
                     raise CorpusFormatError(f"{where}: not a JSON line ({error})") from None
                 if not isinstance(row, dict) or not isinstance(row.get("text", row.get("contents")), str):
                     keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                    raise CorpusFormatError(f"{where}: a passage needs a 'text' string (BEIR: _id, title, text) or "
-                                            f"'id' and 'contents'; found {keys}")
+                    raise CorpusFormatError(
+                        f"{where}: a passage needs a 'text' string (BEIR: _id, title, text) or "
+                        f"'id' and 'contents'; found {keys}"
+                    )
                 if "contents" in row and "text" not in row:
                     contents = row["contents"]
                 else:
@@ -104,8 +107,9 @@ def iter_titled_passages(paths: Iterable[str | os.PathLike]) -> Iterator[dict[st
                 doc_id = row.get("_id", row.get("id"))
                 doc_id = hashlib.sha1(contents.encode("utf-8")).hexdigest()[:16] if doc_id is None else str(doc_id)
                 if doc_id in seen:
-                    raise CorpusFormatError(f"{where}: passage id {doc_id!r} was already used at {seen[doc_id]}; "
-                                            "ids must be unique")
+                    raise CorpusFormatError(
+                        f"{where}: passage id {doc_id!r} was already used at {seen[doc_id]}; ids must be unique"
+                    )
                 seen[doc_id] = where
                 yield {"id": doc_id, "contents": contents}
 

@@ -38,8 +38,10 @@ class QARecord:
 
 def _not_utf8(path: Path, error: UnicodeDecodeError) -> DatasetFormatError:
     byte = error.object[error.start : error.start + 1]
-    return DatasetFormatError(f"{path} is not UTF-8 text (byte {error.start} is {byte!r}): a compressed or binary "
-                              "file? Decompress it, or pass FlashRAG/raw JSONL, a JSON array or parquet")
+    return DatasetFormatError(
+        f"{path} is not UTF-8 text (byte {error.start} is {byte!r}): a compressed or binary "
+        "file? Decompress it, or pass FlashRAG/raw JSONL, a JSON array or parquet"
+    )
 
 
 def _first_record(path: Path) -> dict[str, Any]:
@@ -82,8 +84,10 @@ def _json_object(path: Path, line: str, where: str) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise DatasetFormatError(f"{path}, {where} is not JSON lines: {e}") from None
     if not isinstance(record, dict):
-        raise DatasetFormatError(f"{path}, {where}: expected a JSON object per line, got {type(record).__name__} "
-                                 "(a JSON array must be the whole file)")
+        raise DatasetFormatError(
+            f"{path}, {where}: expected a JSON object per line, got {type(record).__name__} "
+            "(a JSON array must be the whole file)"
+        )
     return record
 
 
@@ -111,8 +115,9 @@ def _flashrag(row: Mapping[str, Any]) -> QARecord:
     metadata = row.get("metadata") or {}
     if isinstance(metadata, str):  # parquet files written by prepare_data keep metadata as JSON text
         metadata = json.loads(metadata)
-    return QARecord(str(row["id"]), row["question"], tuple([answers] if isinstance(answers, str) else answers),
-                    metadata)
+    return QARecord(
+        str(row["id"]), row["question"], tuple([answers] if isinstance(answers, str) else answers), metadata
+    )
 
 
 def _musique(row: Mapping[str, Any]) -> QARecord:
@@ -148,12 +153,19 @@ _ANSWER = (_is_text, "a non-empty string")
 #: What every row of a format must hold: field -> (check, what the check wants). Checked when a file is loaded, so
 #: that a bad row is reported with its line at once, not as a TypeError when an episode happens to draw it.
 ROW_FIELDS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
-    "flashrag": {"id": _ID, "question": _QUESTION,
-                 "golden_answers": (_is_answers, "a non-empty list of strings (or one string)"),
-                 "metadata": (lambda v: v is None or isinstance(v, dict | str), "an object, JSON text or absent")},
-    "musique": {"id": _ID, "question": _QUESTION, "answer": _ANSWER,
-                "answer_aliases": (_is_optional_strings, "a list of strings or absent"),
-                "question_decomposition": (lambda v: isinstance(v, list), "a list of sub-questions")},
+    "flashrag": {
+        "id": _ID,
+        "question": _QUESTION,
+        "golden_answers": (_is_answers, "a non-empty list of strings (or one string)"),
+        "metadata": (lambda v: v is None or isinstance(v, dict | str), "an object, JSON text or absent"),
+    },
+    "musique": {
+        "id": _ID,
+        "question": _QUESTION,
+        "answer": _ANSWER,
+        "answer_aliases": (_is_optional_strings, "a list of strings or absent"),
+        "question_decomposition": (lambda v: isinstance(v, list), "a list of sub-questions"),
+    },
     "hotpotqa": {"_id": _ID, "question": _QUESTION, "answer": _ANSWER},
     "2wiki": {"_id": _ID, "question": _QUESTION, "answer": _ANSWER},
 }
@@ -201,20 +213,27 @@ def validate_rows(table: Any, fmt: DatasetFormat, path: Path) -> None:
             value = values[bad[0]]
             got = "nothing (the field is missing)" if value is None else f"{value!r:.120}"
             more = f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""
-            raise DatasetFormatError(f"{path}, {_where(path, bad[0])}: {field_name!r} must be {wanted}, got {got}"
-                                     f"{more}; fix or remove those rows")
+            raise DatasetFormatError(
+                f"{path}, {_where(path, bad[0])}: {field_name!r} must be {wanted}, got {got}"
+                f"{more}; fix or remove those rows"
+            )
     ids = [str(qid) for qid in columns["_id" if fmt in ("hotpotqa", "2wiki") else "id"]]
     seen: dict[str, int] = {}
     for row, qid in enumerate(ids):
         if qid in seen:
-            raise DatasetFormatError(f"{path}, {_where(path, row)}: question id {qid!r} was already used at "
-                                     f"{_where(path, seen[qid])}; ids must be unique (reset(options={{'question_id'"
-                                     ": ...}}) picks by id)")
+            raise DatasetFormatError(
+                f"{path}, {_where(path, row)}: question id {qid!r} was already used at "
+                f"{_where(path, seen[qid])}; ids must be unique (reset(options={{'question_id'"
+                ": ...}}) picks by id)"
+            )
         seen[qid] = row
 
 
 _TO_RECORD: dict[str, Callable[[Mapping[str, Any]], QARecord]] = {
-    "flashrag": _flashrag, "musique": _musique, "hotpotqa": _hotpot_like, "2wiki": _hotpot_like,
+    "flashrag": _flashrag,
+    "musique": _musique,
+    "hotpotqa": _hotpot_like,
+    "2wiki": _hotpot_like,
 }
 
 
@@ -282,8 +301,10 @@ class QADataset(Sequence[QARecord]):
         try:
             return self._index_of_id[str(question_id)]
         except KeyError:
-            raise KeyError(f"question id {question_id!r} is not in {self.source} ({len(self)} questions, the first "
-                           f"{self.ids[0]!r}); pick an id from dataset.ids, or pass {{'index': i}}") from None
+            raise KeyError(
+                f"question id {question_id!r} is not in {self.source} ({len(self)} questions, the first "
+                f"{self.ids[0]!r}); pick an id from dataset.ids, or pass {{'index': i}}"
+            ) from None
 
 
 def load_qa_dataset(dataset: Any, split: str | None = None, fmt: DatasetFormat | None = None) -> QADataset:

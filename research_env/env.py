@@ -93,8 +93,9 @@ class ReSearchEnv(gym.Env[str, str]):
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if max_passage_chars < 1 or max_context_chars < 1:
-            raise ValueError(f"max_passage_chars and max_context_chars must be >= 1, got {max_passage_chars} and "
-                             f"{max_context_chars}")
+            raise ValueError(
+                f"max_passage_chars and max_context_chars must be >= 1, got {max_passage_chars} and {max_context_chars}"
+            )
         if max_searches is not None and max_searches < 0:
             raise ValueError(f"max_searches must be >= 0 or None, got {max_searches}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -116,8 +117,11 @@ class ReSearchEnv(gym.Env[str, str]):
             tokenizer = load_tokenizer(str(tokenizer))
         self.tokenizer = tokenizer
         self.template = resolve_template(template, apply_chat)
-        self.eos_token: str = eos_token or getattr(tokenizer, "eos_token", None) or (
-            protocol.CHAT_EOS_TOKEN if apply_chat else protocol.BASE_EOS_TOKEN)
+        self.eos_token: str = (
+            eos_token
+            or getattr(tokenizer, "eos_token", None)
+            or (protocol.CHAT_EOS_TOKEN if apply_chat else protocol.BASE_EOS_TOKEN)
+        )
         self.reward_fn = get_reward_fn(reward_fn)
         self.render_mode = render_mode
         # A chunk longer than the whole budget is cut to it (the step truncates anyway), so an observation is at
@@ -177,8 +181,10 @@ class ReSearchEnv(gym.Env[str, str]):
             if not isinstance(index, int | np.integer) or isinstance(index, bool | np.bool_):
                 raise TypeError(f"options['index'] must be an int, got {index!r} ({type(index).__name__})")
             if not 0 <= index < len(self.dataset):
-                raise IndexError(f"options['index'] = {index} is out of range: {self.dataset.source} holds "
-                                 f"{len(self.dataset)} questions, so 0 <= index < {len(self.dataset)}")
+                raise IndexError(
+                    f"options['index'] = {index} is out of range: {self.dataset.source} holds "
+                    f"{len(self.dataset)} questions, so 0 <= index < {len(self.dataset)}"
+                )
             return int(index)
         return int(self.np_random.integers(len(self.dataset)))
 
@@ -188,8 +194,10 @@ class ReSearchEnv(gym.Env[str, str]):
         ``step("")`` retries that search, and the episode goes on as if it had never failed."""
         if self.pending_query is not None:
             if action != "":
-                raise SearchPendingError(f"the search {self.pending_query!r} is still pending because the retriever "
-                                         "failed: retry it with step('') (step([]) under TokenizedEnv), or reset()")
+                raise SearchPendingError(
+                    f"the search {self.pending_query!r} is still pending because the retriever "
+                    "failed: retry it with step('') (step([]) under TokenizedEnv), or reset()"
+                )
             query = self.pending_query
         else:
             query = self.begin_step(action)
@@ -213,11 +221,15 @@ class ReSearchEnv(gym.Env[str, str]):
         if self._done:
             raise ResetNeeded("the episode is over: call reset() before step()")
         if self._pending is not None:
-            raise SearchPendingError("the previous step's search is still pending (did the retriever fail?): retry "
-                                     "it with step(''), or end_step(retriever.search([env.pending_query], top_k)[0])")
+            raise SearchPendingError(
+                "the previous step's search is still pending (did the retriever fail?): retry "
+                "it with step(''), or end_step(retriever.search([env.pending_query], top_k)[0])"
+            )
         if not isinstance(action, str):
-            raise TypeError(f"an action is the policy's next text chunk (str), got {type(action).__name__}; "
-                            "wrap the env in wrappers.TokenizedEnv to act with token ids")
+            raise TypeError(
+                f"an action is the policy's next text chunk (str), got {type(action).__name__}; "
+                "wrap the env in wrappers.TokenizedEnv to act with token ids"
+            )
         if len(action) > self.max_context_chars:  # never usable: keep the budget's worth, and truncate in end_step
             self._transcript += action[: self.max_context_chars]
             self._pending = protocol.ChunkKind.CONTINUE
@@ -233,8 +245,9 @@ class ReSearchEnv(gym.Env[str, str]):
             return self._query or None  # an empty query is never sent to the retriever
         return None
 
-    def end_step(self, documents: Sequence[Document] | None = None, *, latency_s: float = 0.0
-                 ) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
+    def end_step(
+        self, documents: Sequence[Document] | None = None, *, latency_s: float = 0.0
+    ) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
         """Second half of :meth:`step`: append the retrieved ``documents`` (for the query that
         :meth:`begin_step` returned) and return the usual step tuple.
 
@@ -256,8 +269,12 @@ class ReSearchEnv(gym.Env[str, str]):
             documents = list(documents or [])
             contents = [self._passage(d) for d in documents] if query else [protocol.EMPTY_QUERY_NOTICE]
             self._append_result(contents)
-            search = {"query": query, "doc_ids": [d.id for d in documents], "scores": [d.score for d in documents],
-                      "latency_s": latency_s}
+            search = {
+                "query": query,
+                "doc_ids": [d.id for d in documents],
+                "scores": [d.score for d in documents],
+                "latency_s": latency_s,
+            }
             if len(self._transcript) > self.max_context_chars:
                 return self._truncate("max_context_chars", search=search)
             return self._transcript, 0.0, False, False, self._info(search=search)
@@ -270,8 +287,11 @@ class ReSearchEnv(gym.Env[str, str]):
         surrogates (not Unicode characters: no tokenizer, JSON or HTTP client carries them) as U+FFFD."""
         contents = document.contents
         if len(contents) > self.max_passage_chars:
-            warnings.warn(f"passage {document.id!r} has {len(contents):,} characters; the result block keeps its "
-                          f"first {self.max_passage_chars:,} (max_passage_chars)", stacklevel=3)
+            warnings.warn(
+                f"passage {document.id!r} has {len(contents):,} characters; the result block keeps its "
+                f"first {self.max_passage_chars:,} (max_passage_chars)",
+                stacklevel=3,
+            )
             contents = contents[: self.max_passage_chars]
         return protocol.replace_lone_surrogates(contents)
 
@@ -292,8 +312,13 @@ class ReSearchEnv(gym.Env[str, str]):
         return self._transcript, 0.0, False, True, self._info(**outcome.info(), **extra)
 
     def _info(self, **extra: Any) -> dict[str, Any]:
-        return {"question_id": self._record.id, "prompt_length": self._prompt_length,
-                "env_spans": list(self._env_spans), "num_searches": self._num_searches, **extra}
+        return {
+            "question_id": self._record.id,
+            "prompt_length": self._prompt_length,
+            "env_spans": list(self._env_spans),
+            "num_searches": self._num_searches,
+            **extra,
+        }
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":

@@ -12,8 +12,9 @@ from research_env.data import QADataset, load_qa_dataset
 PARQUET_COLUMNS = ("id", "question", "golden_answers", "data_source", "metadata")
 
 
-def write_parquet(dataset: QADataset, out_path: str | os.PathLike, data_source: str,
-                  sample: int | None = None, seed: int = 42) -> int:
+def write_parquet(
+    dataset: QADataset, out_path: str | os.PathLike, data_source: str, sample: int | None = None, seed: int = 42
+) -> int:
     """Write ``dataset`` (or a seeded random sample of ``sample`` questions) to parquet; returns the row count.
 
     Runs as a ``datasets.map`` over the memory-mapped table, with its progress bar, so the 20k-question
@@ -28,8 +29,13 @@ def write_parquet(dataset: QADataset, out_path: str | os.PathLike, data_source: 
 
     def to_row(row: dict) -> dict:
         record = to_record(row)
-        return {"id": record.id, "question": record.question, "golden_answers": list(record.golden_answers),
-                "data_source": data_source, "metadata": json.dumps(dict(record.metadata), ensure_ascii=False)}
+        return {
+            "id": record.id,
+            "question": record.question,
+            "golden_answers": list(record.golden_answers),
+            "data_source": data_source,
+            "metadata": json.dumps(dict(record.metadata), ensure_ascii=False),
+        }
 
     datasets.enable_progress_bars()
     rows = table.map(to_row, remove_columns=table.column_names, desc=f"{data_source} -> parquet")
@@ -38,8 +44,13 @@ def write_parquet(dataset: QADataset, out_path: str | os.PathLike, data_source: 
     return len(rows)
 
 
-def prepare_musique(train: str | os.PathLike | None, dev: str | os.PathLike, out_dir: str | os.PathLike,
-                    val_size: int = 100, seed: int = 42) -> dict[str, int]:
+def prepare_musique(
+    train: str | os.PathLike | None,
+    dev: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    val_size: int = 100,
+    seed: int = 42,
+) -> dict[str, int]:
     """ReSearch's data preparation: MuSiQue train as ``train.parquet`` and a seeded random sample of
     ``val_size`` dev questions as ``dev.parquet`` (the validation set used during training)."""
     out = Path(out_dir)

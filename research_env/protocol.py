@@ -109,8 +109,10 @@ def policy_view(response: str, env_spans: Sequence[tuple[int, int]]) -> str:
     pieces, cursor = [], 0
     for start, end in env_spans:
         if not cursor <= start <= end <= len(response):
-            raise ValueError(f"env span ({start}, {end}) is not an ordered span of the {len(response)}-character "
-                             "response; pass the env's info['env_spans'] shifted by info['prompt_length']")
+            raise ValueError(
+                f"env span ({start}, {end}) is not an ordered span of the {len(response)}-character "
+                "response; pass the env's info['env_spans'] shifted by info['prompt_length']"
+            )
         pieces += [response[cursor:start], f" {RESULT_OPEN}{RESULT_CLOSE}"]
         cursor = end
     pieces.append(response[cursor:])

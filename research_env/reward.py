@@ -87,8 +87,15 @@ class EpisodeOutcome:
 
     def info(self) -> dict[str, Any]:
         """The ``info`` keys of an episode's end (``num_searches`` comes from the env)."""
-        info = {"f1": self.f1, "em": self.em, "acc": self.acc, "format_ok": self.format_ok, "answer": self.answer,
-                "reason": self.reason, "golden_answers": list(self.golden_answers)}
+        info = {
+            "f1": self.f1,
+            "em": self.em,
+            "acc": self.acc,
+            "format_ok": self.format_ok,
+            "answer": self.answer,
+            "reason": self.reason,
+            "golden_answers": list(self.golden_answers),
+        }
         if self.truncation_reason is not None:
             info["truncation_reason"] = self.truncation_reason
         return info
@@ -97,10 +104,20 @@ class EpisodeOutcome:
     def from_info(cls, info: Mapping[str, Any]) -> EpisodeOutcome:
         """Read the outcome back from the last ``info`` of an episode."""
         if missing := [k for k in ("f1", "em", "acc", "format_ok", "answer", "reason") if k not in info]:
-            raise KeyError(f"info has no {missing}: only the info of a step that ended the episode (terminated or "
-                           "truncated) holds the outcome")
-        return cls(float(info["f1"]), float(info["em"]), float(info["acc"]), bool(info["format_ok"]), info["answer"],
-                   str(info["reason"]), tuple(info.get("golden_answers", ())), info.get("truncation_reason"))
+            raise KeyError(
+                f"info has no {missing}: only the info of a step that ended the episode (terminated or "
+                "truncated) holds the outcome"
+            )
+        return cls(
+            float(info["f1"]),
+            float(info["em"]),
+            float(info["acc"]),
+            bool(info["format_ok"]),
+            info["answer"],
+            str(info["reason"]),
+            tuple(info.get("golden_answers", ())),
+            info.get("truncation_reason"),
+        )
 
 
 @dataclass(frozen=True)
@@ -128,12 +145,12 @@ class EpisodeScore:
 
     @property
     def outcome(self) -> EpisodeOutcome:
-        return EpisodeOutcome(self.f1, self.em, self.acc, self.format_ok, self.answer, self.reason,
-                              self.golden_answers)
+        return EpisodeOutcome(self.f1, self.em, self.acc, self.format_ok, self.answer, self.reason, self.golden_answers)
 
 
-def score_response(response: str, golden_answers: str | Sequence[str], eos_token: str,
-                   env_spans: Sequence[tuple[int, int]] = ()) -> EpisodeScore:
+def score_response(
+    response: str, golden_answers: str | Sequence[str], eos_token: str, env_spans: Sequence[tuple[int, int]] = ()
+) -> EpisodeScore:
     """Score the assistant's part of a transcript (prompt excluded, EOS included if the model emitted it).
 
     ``env_spans`` are the ``(start, end)`` offsets in ``response`` of the blocks the env wrote; the format
@@ -160,8 +177,18 @@ def score_response(response: str, golden_answers: str | Sequence[str], eos_token
     else:
         reward, reason = FORMAT_ONLY_REWARD, "wrong answer in a correct format"
     return EpisodeScore(
-        response=response, golden_answers=golden, answer=answer, format_ok=verdict.ok, ended_with_eos=ended,
-        reason=reason, em=em, f1=f1, acc=acc, reward=reward, eos_token=eos_token, env_spans=tuple(env_spans),
+        response=response,
+        golden_answers=golden,
+        answer=answer,
+        format_ok=verdict.ok,
+        ended_with_eos=ended,
+        reason=reason,
+        em=em,
+        f1=f1,
+        acc=acc,
+        reward=reward,
+        eos_token=eos_token,
+        env_spans=tuple(env_spans),
     )
 
 
@@ -187,7 +214,8 @@ def exact_match_reward(score: EpisodeScore) -> float:
 
 
 REWARD_FUNCTIONS: dict[str, RewardFn] = {
-    "re_search": re_search_reward, "re_search_transcript": re_search_transcript_reward,
+    "re_search": re_search_reward,
+    "re_search_transcript": re_search_transcript_reward,
     "exact_match": exact_match_reward,
 }
 

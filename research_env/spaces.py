@@ -33,7 +33,9 @@ class UnicodeText(Text):
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, UnicodeText) and (other.min_length, other.max_length) == (
-            self.min_length, self.max_length)
+            self.min_length,
+            self.max_length,
+        )
 
     __hash__ = Text.__hash__
 

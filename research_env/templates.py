@@ -26,7 +26,8 @@ _INSTRUCTIONS = (
 
 _BASE_TEXT = (
     "A dialogue between a User and an Assistant. The User asks a question and the Assistant answers it "
-    "after reasoning, and may look things up on Wikipedia while reasoning. " + _INSTRUCTIONS
+    "after reasoning, and may look things up on Wikipedia while reasoning. "
+    + _INSTRUCTIONS
     + f"\nUser: {QUESTION_SLOT}\nAssistant:"
 )
 
@@ -66,12 +67,14 @@ def unescape_format_template(text: str, name: str = "custom") -> str:
     except ValueError as error:
         raise TemplateFormatError(
             f"template {name!r} doubles some braces like a str.format template but is not one ({error}): "
-            "double every literal brace, or none") from None
+            "double every literal brace, or none"
+        ) from None
     fields = {field for _, field, _, _ in pieces if field is not None}
     if fields - {"prompt"}:
         raise TemplateFormatError(
             f"template {name!r} is a str.format template with fields {sorted(fields - {'prompt'})}: only "
-            f"{QUESTION_SLOT} (the question) is filled; double the braces of literal text")
+            f"{QUESTION_SLOT} (the question) is filled; double the braces of literal text"
+        )
     return "".join(literal + (QUESTION_SLOT if field is not None else "") for literal, field, _, _ in pieces)
 
 

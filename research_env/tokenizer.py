@@ -235,5 +235,8 @@ def exact_tokenizer_dir(path: str | os.PathLike[str], cache_dir: str | os.PathLi
     for file in tokenizer_files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
     target = Path(cache_dir if cache_dir is not None else default_cache_root()) / "tokenizers" / digest.hexdigest()[:20]
-    return write_once(target, lambda staging: [shutil.copyfile(file, staging / file.name) for file in tokenizer_files],
-                      complete="tokenizer.json")
+    return write_once(
+        target,
+        lambda staging: [shutil.copyfile(file, staging / file.name) for file in tokenizer_files],
+        complete="tokenizer.json",
+    )

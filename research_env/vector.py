@@ -125,8 +125,9 @@ class BatchedSearchSteps:
         for env in envs:
             self.route(env)
         round_ = _Round(len(envs))
-        futures = [self._pool.submit(self._step_one, env, action, round_) for env, action in zip(envs, actions,
-                                                                                                  strict=True)]
+        futures = [
+            self._pool.submit(self._step_one, env, action, round_) for env, action in zip(envs, actions, strict=True)
+        ]
         self.retriever_calls += round_.serve()
         return [future.result() for future in futures]
 

@@ -19,15 +19,23 @@ from agents.evaluation.oracle import run_oracle_episode
 
 def shorten_results(response: str, width: int = 160) -> str:
     """Result blocks are long; show the first passage's opening so the transcript stays readable."""
-    return re.sub(r"<result>\n(.*?)\n</result>",
-                  lambda m: "<result>\n" + textwrap.shorten(m.group(1), width) + "\n</result>", response, flags=re.S)
+    return re.sub(
+        r"<result>\n(.*?)\n</result>",
+        lambda m: "<result>\n" + textwrap.shorten(m.group(1), width) + "\n</result>",
+        response,
+        flags=re.S,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--question-id", default="2hop__403712_793210")
-    parser.add_argument("--apply-chat", action=argparse.BooleanOptionalAction, default=False,
-                        help="render the prompt with the Qwen2.5 chat template")
+    parser.add_argument(
+        "--apply-chat",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="render the prompt with the Qwen2.5 chat template",
+    )
     args = parser.parse_args(argv)
     env = gym.make("ReSearch-MuSiQue-v0", apply_chat=args.apply_chat)
     episode = run_oracle_episode(env, args.question_id)
@@ -35,8 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"gold answers: {list(env.unwrapped.record.golden_answers)}\n")
     print(shorten_results(env.unwrapped.response))
     info = episode.info
-    print(f"\nreward={episode.reward:.2f} f1={info['f1']:.2f} em={info['em']:.0f} format_ok={info['format_ok']} "
-          f"searches={info['num_searches']} answer={info['answer']!r}")
+    print(
+        f"\nreward={episode.reward:.2f} f1={info['f1']:.2f} em={info['em']:.0f} format_ok={info['format_ok']} "
+        f"searches={info['num_searches']} answer={info['answer']!r}"
+    )
 
 
 if __name__ == "__main__":

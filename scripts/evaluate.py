@@ -38,34 +38,58 @@ def _turns(value: str) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="musique,hotpotqa,2wiki,bamboogle",
-                        help="comma-separated shipped sample names or dataset files")
+    parser.add_argument(
+        "--datasets",
+        default="musique,hotpotqa,2wiki,bamboogle",
+        help="comma-separated shipped sample names or dataset files",
+    )
     parser.add_argument("--agent", default="naive_rag", choices=AGENTS)
-    parser.add_argument("--model", default=None,
-                        help="a local HF checkpoint, a training run directory or an RLlib checkpoint (exported "
-                             "once); default: the tiny RANDOM model, which only exercises the pipeline")
-    parser.add_argument("--base-url", default=None,
-                        help="generate through an OpenAI-compatible server (vLLM, SGLang), e.g. "
-                             "http://127.0.0.1:8000/v1; --model then only gives the tokenizer")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a local HF checkpoint, a training run directory or an RLlib checkpoint (exported "
+        "once); default: the tiny RANDOM model, which only exercises the pipeline",
+    )
+    parser.add_argument(
+        "--base-url",
+        default=None,
+        help="generate through an OpenAI-compatible server (vLLM, SGLang), e.g. "
+        "http://127.0.0.1:8000/v1; --model then only gives the tokenizer",
+    )
     parser.add_argument("--api-model", default=None, help="the model name the --base-url server serves")
-    parser.add_argument("--template", default=None,
-                        help="research agent's prompt: a registered name, a file or a literal string with "
-                             "{prompt}; str.format-escaped templates ({{ }}, as in ReSearch's code) are un-escaped")
+    parser.add_argument(
+        "--template",
+        default=None,
+        help="research agent's prompt: a registered name, a file or a literal string with "
+        "{prompt}; str.format-escaped templates ({{ }}, as in ReSearch's code) are un-escaped",
+    )
     parser.add_argument("--limit", type=_positive, default=None, help="first N questions of each dataset")
     parser.add_argument("--output", default="runs/eval", help="output directory (one subdirectory per run)")
     parser.add_argument("--corpus", default=None, help="JsonCollection JSONL to search (default: the demo corpus)")
-    parser.add_argument("--apply-chat", action=argparse.BooleanOptionalAction, default=False,
-                        help="render prompts with the tokenizer's chat template (instruct models)")
+    parser.add_argument(
+        "--apply-chat",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="render prompts with the tokenizer's chat template (instruct models)",
+    )
     parser.add_argument("--batch-size", type=_positive, default=16, help="episodes generated in parallel")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top-k", type=_positive, default=5)
-    parser.add_argument("--max-new-tokens", type=_positive, default=None,
-                        help=f"tokens per generation call (research; default {REAL_MODEL_CAPS['max_new_tokens']}, "
-                             f"{RANDOM_MODEL_CAPS['max_new_tokens']} with the random default model)")
-    parser.add_argument("--max-turns", type=_turns, default=argparse.SUPPRESS,
-                        help="generation calls per episode (research; default unlimited, "
-                             f"{RANDOM_MODEL_CAPS['max_turns']} with the random default model; 0: unlimited)")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=_positive,
+        default=None,
+        help=f"tokens per generation call (research; default {REAL_MODEL_CAPS['max_new_tokens']}, "
+        f"{RANDOM_MODEL_CAPS['max_new_tokens']} with the random default model)",
+    )
+    parser.add_argument(
+        "--max-turns",
+        type=_turns,
+        default=argparse.SUPPRESS,
+        help="generation calls per episode (research; default unlimited, "
+        f"{RANDOM_MODEL_CAPS['max_turns']} with the random default model; 0: unlimited)",
+    )
     parser.add_argument("--max-tokens", type=_positive, default=8192, help="context budget per episode (research)")
     parser.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL of an LLM judge (off)")
     parser.add_argument("--judge-model", default="gpt-4o-mini")
@@ -84,12 +108,25 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     max_turns = args.max_turns if hasattr(args, "max_turns") else caps["max_turns"]
     try:
         return EvalConfig(
-            datasets=datasets, agent=args.agent, model=args.model, limit=args.limit, corpus=args.corpus,
-            apply_chat=args.apply_chat, batch_size=args.batch_size, temperature=args.temperature, seed=args.seed,
-            top_k=args.top_k, rollout=RolloutConfig(max_new_tokens=min(max_new_tokens, args.max_tokens),
-                                                    max_tokens=args.max_tokens, max_turns=max_turns),
-            judge_url=args.judge_url, judge_model=args.judge_model, template=args.template, base_url=args.base_url,
-            api_model=args.api_model)
+            datasets=datasets,
+            agent=args.agent,
+            model=args.model,
+            limit=args.limit,
+            corpus=args.corpus,
+            apply_chat=args.apply_chat,
+            batch_size=args.batch_size,
+            temperature=args.temperature,
+            seed=args.seed,
+            top_k=args.top_k,
+            rollout=RolloutConfig(
+                max_new_tokens=min(max_new_tokens, args.max_tokens), max_tokens=args.max_tokens, max_turns=max_turns
+            ),
+            judge_url=args.judge_url,
+            judge_model=args.judge_model,
+            template=args.template,
+            base_url=args.base_url,
+            api_model=args.api_model,
+        )
     except ValueError as error:
         parser.error(str(error))
 

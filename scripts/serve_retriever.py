@@ -33,18 +33,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch-size", type=int, default=256, help="most queries per batched index call")
-    parser.add_argument("--max-wait-ms", type=float, default=0.0,
-                        help="wait this long for company before an index call (default 0: dispatch at once when "
-                             "idle, coalesce what queued during the previous call)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="pyserini: threads of one batched index call (default 0: one per CPU)")
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="wait this long for company before an index call (default 0: dispatch at once when "
+        "idle, coalesce what queued during the previous call)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="pyserini: threads of one batched index call (default 0: one per CPU)"
+    )
     parser.add_argument("--max-top-k", type=int, default=DEFAULT_MAX_TOP_K, help="larger top-k is clamped to this")
-    parser.add_argument("--max-body-bytes", type=int, default=RequestLimits.max_body_bytes,
-                        help="larger request bodies get 413")
-    parser.add_argument("--max-request-chars", type=int, default=RequestLimits.max_request_chars,
-                        help="more characters of queries in one request get 422")
-    parser.add_argument("--drain-timeout-s", type=float, default=30.0,
-                        help="on SIGTERM/SIGINT, how long in-flight requests may take to finish")
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=RequestLimits.max_body_bytes, help="larger request bodies get 413"
+    )
+    parser.add_argument(
+        "--max-request-chars",
+        type=int,
+        default=RequestLimits.max_request_chars,
+        help="more characters of queries in one request get 422",
+    )
+    parser.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=30.0,
+        help="on SIGTERM/SIGINT, how long in-flight requests may take to finish",
+    )
     parser.add_argument("--ray-replicas", type=int, default=0, help="serve N replicas with Ray Serve instead")
     return parser.parse_args(argv)
 
@@ -52,11 +66,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     backend = args.backend or ("dense" if args.dense else "bm25")
-    spec = RetrieverSpec(backend=backend, index=args.index, corpus=args.corpus, model=args.dense,
-                         dense_kind=args.dense_kind, threads=args.threads)
+    spec = RetrieverSpec(
+        backend=backend,
+        index=args.index,
+        corpus=args.corpus,
+        model=args.dense,
+        dense_kind=args.dense_kind,
+        threads=args.threads,
+    )
     limits = RequestLimits(max_body_bytes=args.max_body_bytes, max_request_chars=args.max_request_chars)
-    app_options = {"max_batch_size": args.max_batch_size, "max_wait_s": args.max_wait_ms / 1000,
-                   "max_top_k": args.max_top_k, "limits": limits}
+    app_options = {
+        "max_batch_size": args.max_batch_size,
+        "max_wait_s": args.max_wait_ms / 1000,
+        "max_top_k": args.max_top_k,
+        "limits": limits,
+    }
     if args.ray_replicas:
         from research_env.retrieval.ray_serve import run_ray_service
 

@@ -41,14 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     rllib.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
     rllib.add_argument("--lora-rank", type=int, default=16)
     memory = p.add_argument_group("learner memory (see agents/training/memory.py for what fits where)")
-    memory.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
-                        help="compute dtype (default: bfloat16 on a GPU, float32 on CPU); log-probs and loss are float32")
+    memory.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="compute dtype (default: bfloat16 on a GPU, float32 on CPU); log-probs and loss are float32",
+    )
     memory.add_argument("--gradient-checkpointing", action="store_true", help="recompute layers in the backward pass")
-    memory.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp",
-                        help="ddp: replicate the model on each learner; fsdp: shard it over --num-learners (FSDP2)")
+    memory.add_argument(
+        "--strategy",
+        choices=("ddp", "fsdp"),
+        default="ddp",
+        help="ddp: replicate the model on each learner; fsdp: shard it over --num-learners (FSDP2)",
+    )
     rllib.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
-    rllib.add_argument("--ray-all-interfaces", action="store_true",
-                       help="let the local Ray instance listen on every interface (default: 127.0.0.1 only)")
+    rllib.add_argument(
+        "--ray-all-interfaces",
+        action="store_true",
+        help="let the local Ray instance listen on every interface (default: 127.0.0.1 only)",
+    )
     rllib.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
     return p
 
@@ -70,16 +81,26 @@ def build_config(args: argparse.Namespace, model: str | None = None, question_id
     from agents.training.rllib import GRPOConfig
 
     settings: GRPOSettings = args.settings
-    lora = ({"r": args.lora_rank, "lora_alpha": 2 * args.lora_rank, "target_modules": "all-linear",
-             "lora_dropout": 0.0} if args.lora else None)
-    return (GRPOConfig()
-            .environment(env=args.env, env_config=env_kwargs(args))
-            .training(**{k: v for k, v in asdict(settings).items() if k != "seed"}, question_ids=question_ids)
-            .policy(model=model or args.model, lora=lora, dtype=args.dtype,
-                    gradient_checkpointing=args.gradient_checkpointing, strategy=args.strategy)
-            .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
-            .env_runners(num_env_runners=args.num_env_runners)
-            .debugging(seed=settings.seed))
+    lora = (
+        {"r": args.lora_rank, "lora_alpha": 2 * args.lora_rank, "target_modules": "all-linear", "lora_dropout": 0.0}
+        if args.lora
+        else None
+    )
+    return (
+        GRPOConfig()
+        .environment(env=args.env, env_config=env_kwargs(args))
+        .training(**{k: v for k, v in asdict(settings).items() if k != "seed"}, question_ids=question_ids)
+        .policy(
+            model=model or args.model,
+            lora=lora,
+            dtype=args.dtype,
+            gradient_checkpointing=args.gradient_checkpointing,
+            strategy=args.strategy,
+        )
+        .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
+        .env_runners(num_env_runners=args.num_env_runners)
+        .debugging(seed=settings.seed)
+    )
 
 
 def checkpoints_newest_first(directory: Path) -> list[Path]:
@@ -99,14 +120,18 @@ def restore_newest_readable(algo, directory: Path) -> Path | None:
         try:
             algo.restore_from_path(str(checkpoint.resolve()))
         except Exception as error:  # noqa: BLE001  (any failure to load means: try the previous one)
-            print(f"checkpoint {checkpoint} is unreadable ({type(error).__name__}: {error}); "
-                  "falling back to the previous one", flush=True)
+            print(
+                f"checkpoint {checkpoint} is unreadable ({type(error).__name__}: {error}); "
+                "falling back to the previous one",
+                flush=True,
+            )
             failures.append(f"{checkpoint.name}: {type(error).__name__}")
             continue
         return checkpoint
     if failures:
-        raise RuntimeError(f"no readable checkpoint in {directory} ({'; '.join(failures)}); move them away to start "
-                           "from scratch")
+        raise RuntimeError(
+            f"no readable checkpoint in {directory} ({'; '.join(failures)}); move them away to start from scratch"
+        )
     return None
 
 
@@ -155,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with GracefulStop() as stop:
         try:
-            print("building the algorithm: policy and reference on the learner, envs and BM25 index on the env "
-                  "runner ...", flush=True)
+            print(
+                "building the algorithm: policy and reference on the learner, envs and BM25 index on the env "
+                "runner ...",
+                flush=True,
+            )
             algo = build_config(args, model=model, question_ids=all_ids[: args.questions] or None).build_algo()
             if args.resume and (checkpoint := restore_newest_readable(algo, checkpoints)) is not None:
                 print(f"resumed from {checkpoint} at iteration {algo.iteration}", flush=True)
@@ -169,19 +197,22 @@ def main(argv: list[str] | None = None) -> int:
                 print(eval_line(row, args.iterations, len(evaluation.question_ids)), flush=True)
             while algo.iteration < args.iterations and not stop.requested:
                 result = algo.train()
-                if evaluation is not None and (algo.iteration % args.eval_every == 0
-                                               or algo.iteration == args.iterations):
+                if evaluation is not None and (
+                    algo.iteration % args.eval_every == 0 or algo.iteration == args.iterations
+                ):
                     result = {**result, **evaluate()}
                 row = log.write(algo.iteration, result)
                 print(progress_line(row, args.iterations), flush=True)
                 log.plot()
-                if (algo.iteration % args.checkpoint_every == 0 or algo.iteration == args.iterations
-                        or stop.requested):
+                if algo.iteration % args.checkpoint_every == 0 or algo.iteration == args.iterations or stop.requested:
                     save_checkpoint(algo, checkpoints, args.keep_checkpoints)
             how = f"stopped by {stop.requested.name}" if stop.requested else "done"
-            print(f"{how}: {algo.iteration} iterations ({time.perf_counter() - started:.0f}s this run); "
-                  f"{output}/curves.png, {output}/tb, {latest_checkpoint(checkpoints)}"
-                  + (" (continue with --resume)" if stop.requested else ""), flush=True)
+            print(
+                f"{how}: {algo.iteration} iterations ({time.perf_counter() - started:.0f}s this run); "
+                f"{output}/curves.png, {output}/tb, {latest_checkpoint(checkpoints)}"
+                + (" (continue with --resume)" if stop.requested else ""),
+                flush=True,
+            )
         finally:
             log.close()
             if evaluation is not None:

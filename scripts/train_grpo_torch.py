@@ -46,13 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     train_ids = train_ids[: args.questions] if args.questions else train_ids
     # the policy: a checkpoint, or the warm start (small vocabulary, SFT) written to DIR/policy, as the RLlib
     # trainer builds it: a random policy never writes a valid format, so GRPO would get no signal
-    model, tokenizer = load_causal_lm(warm_start(args, output, train_ids) or args.model, device="cpu",
-                                      dtype=torch.float32)
-    envs = [token_env(local_env(args), tokenizer, settings.rollout_config())
-            for _ in range(settings.prompts_per_batch * settings.group_size)]
+    model, tokenizer = load_causal_lm(
+        warm_start(args, output, train_ids) or args.model, device="cpu", dtype=torch.float32
+    )
+    envs = [
+        token_env(local_env(args), tokenizer, settings.rollout_config())
+        for _ in range(settings.prompts_per_batch * settings.group_size)
+    ]
     evaluation = held_out_evaluation(args)
-    print(f"{settings.algorithm} on {len(train_ids)} questions of {args.env}: "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {len(tokenizer):,}", flush=True)
+    print(
+        f"{settings.algorithm} on {len(train_ids)} questions of {args.env}: "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {len(tokenizer):,}",
+        flush=True,
+    )
 
     # the loop: rollout groups -> advantages -> clipped-loss update -> log (see TorchGRPO.iteration)
     trainer = TorchGRPO.create(model, tokenizer, envs, train_ids, settings)

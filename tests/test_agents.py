@@ -30,8 +30,10 @@ def question_ids() -> list[str]:
 @pytest.mark.slow
 def test_rollout_appends_each_chunk_ids_verbatim(backend, question_ids):
     config = RolloutConfig(max_new_tokens=6, max_turns=3)
-    envs = [token_env(gym.make("ReSearch-MuSiQue-v0", tokenizer=backend.tokenizer), backend.tokenizer, config)
-            for _ in range(2)]
+    envs = [
+        token_env(gym.make("ReSearch-MuSiQue-v0", tokenizer=backend.tokenizer), backend.tokenizer, config)
+        for _ in range(2)
+    ]
     episodes = list(run_episodes(envs, backend, question_ids, config))
     assert sorted(e.question_id for e in episodes) == sorted(question_ids)
     for episode in episodes:

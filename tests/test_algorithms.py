@@ -36,8 +36,9 @@ def test_grpo_normalises_within_each_group():
 
 
 def test_dr_grpo_rloo_and_reinforce_pp_baselines():
-    assert torch.allclose(compute_advantages("dr_grpo", REWARDS, GROUPS),
-                          torch.tensor([0.7, -0.2, -0.2, -0.3, -0.1, 0.1]), atol=1e-6)
+    assert torch.allclose(
+        compute_advantages("dr_grpo", REWARDS, GROUPS), torch.tensor([0.7, -0.2, -0.2, -0.3, -0.1, 0.1]), atol=1e-6
+    )
     # RLOO: r_i minus the mean of the other rollouts of its group
     assert torch.allclose(compute_advantages("rloo", REWARDS, GROUPS)[0], torch.tensor(1.0 - 0.2 / 3), atol=1e-6)
     assert torch.allclose(compute_advantages("rloo", REWARDS, GROUPS)[4], torch.tensor(-0.2), atol=1e-6)
@@ -67,8 +68,9 @@ def test_unknown_names_are_clear_errors():
     with pytest.raises(ValueError, match="unknown algorithm"):
         get_algorithm("nope")
     with pytest.raises(ValueError, match="unknown loss aggregation"):
-        policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1), torch.ones(1, 2),
-                    LossConfig(aggregation="nope"))
+        policy_loss(
+            torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1), torch.ones(1, 2), LossConfig(aggregation="nope")
+        )
 
 
 def test_adding_an_algorithm_is_two_registrations():
@@ -100,8 +102,13 @@ def test_loss_at_ratio_one_is_minus_the_mean_advantage_over_policy_tokens():
     loss, metrics = policy_loss(logp, logp, torch.tensor([1.0, -2.0]), mask, LossConfig(kl_coef=0, entropy_coef=0))
     assert loss.item() == pytest.approx((-1 - 1 + 2) / 3)  # token mean over the 3 policy tokens
     assert metrics["losses/clipfrac"] == 0 and metrics["losses/approx_kl"] == pytest.approx(0, abs=1e-7)
-    dr, _ = policy_loss(logp, logp, torch.tensor([1.0, -2.0]), mask,
-                        LossConfig(kl_coef=0, entropy_coef=0, aggregation="constant_norm", max_response_tokens=10))
+    dr, _ = policy_loss(
+        logp,
+        logp,
+        torch.tensor([1.0, -2.0]),
+        mask,
+        LossConfig(kl_coef=0, entropy_coef=0, aggregation="constant_norm", max_response_tokens=10),
+    )
     assert dr.item() == pytest.approx(0 / (2 * 10))
 
 
@@ -117,16 +124,32 @@ def test_clipping_stops_the_gradient_beyond_the_trust_region():
 def test_masked_tokens_get_no_gradient():
     logp = torch.zeros(1, 3, requires_grad=True)
     ref, entropy = torch.full((1, 3), -0.5), torch.ones(1, 3)
-    loss, _ = policy_loss(logp, logp.detach(), torch.tensor([1.0]), torch.tensor([[1.0, 0.0, 1.0]]), LossConfig(),
-                          ref_logprobs=ref, entropy=entropy)
+    loss, _ = policy_loss(
+        logp,
+        logp.detach(),
+        torch.tensor([1.0]),
+        torch.tensor([[1.0, 0.0, 1.0]]),
+        LossConfig(),
+        ref_logprobs=ref,
+        entropy=entropy,
+    )
     loss.backward()
     assert logp.grad[0, 1].item() == 0.0 and logp.grad[0, 0].item() != 0.0
 
 
 def test_token_logprobs_match_a_full_log_softmax():
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=1, num_key_value_heads=1, head_dim=32)).eval()
+    model = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=50,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            num_key_value_heads=1,
+            head_dim=32,
+        )
+    ).eval()
     ids = torch.randint(0, 50, (2, 7))
     mask = torch.ones_like(ids)
     logp, entropy = token_logprobs(model, ids, mask, with_entropy=True)
@@ -149,8 +172,17 @@ def test_collate_right_pads_and_keeps_masks():
 
 def _tiny_lm() -> Qwen2ForCausalLM:
     torch.manual_seed(0)
-    return Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=1, num_key_value_heads=1, head_dim=32))
+    return Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=50,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            num_key_value_heads=1,
+            head_dim=32,
+        )
+    )
 
 
 def _gradient(trajectories: list[Trajectory], advantages: torch.Tensor, settings) -> dict[str, torch.Tensor]:
@@ -177,8 +209,16 @@ def test_a_registered_aggregation_splits_over_micro_batches_and_learners_without
     ALGORITHMS["seq_pg"] = AlgorithmSpec("grpo", "sequence_mean")
     try:
         g = torch.Generator().manual_seed(1)
-        trajectories = [Trajectory(torch.randint(1, 50, (n,), generator=g).tolist(), [0] * 3 + [1] * (n - 3),
-                                   [0.0] * 3 + [-3.9] * (n - 3), 0.0, i // 2) for i, n in enumerate((9, 5, 12, 6, 7))]
+        trajectories = [
+            Trajectory(
+                torch.randint(1, 50, (n,), generator=g).tolist(),
+                [0] * 3 + [1] * (n - 3),
+                [0.0] * 3 + [-3.9] * (n - 3),
+                0.0,
+                i // 2,
+            )
+            for i, n in enumerate((9, 5, 12, 6, 7))
+        ]
         advantages = torch.tensor([1.0, -1.0, 0.5, -0.5, 0.0])
         config = dict(algorithm="seq_pg", kl_coef=0.0, entropy_coef=0.0, prompts_per_batch=3, group_size=2)
         whole = _gradient(trajectories, advantages, GRPOSettings(micro_batch_size=5, **config))

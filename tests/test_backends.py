@@ -60,7 +60,7 @@ def test_stop_inside_a_token_cuts_the_text_and_reencodes_the_tail(backend, conte
     chunk = backend.generate(contexts[1:2], max_new_tokens=6, stop=[stop])[0]
     assert chunk.text.endswith(stop) and chunk.finish_reason == "stop"
     assert decode(backend.tokenizer, chunk.token_ids) == chunk.text
-    assert chunk.retokenized >= 1 and all(math.isnan(lp) for lp in chunk.logprobs[-chunk.retokenized:])
+    assert chunk.retokenized >= 1 and all(math.isnan(lp) for lp in chunk.logprobs[-chunk.retokenized :])
 
 
 def test_stop_token_ends_the_chunk_with_the_token(backend, contexts):
@@ -96,8 +96,9 @@ def _completions_app(backend: HFBackend):
         prompt = body["prompt"]
         ids = prompt if isinstance(prompt, list) else backend.tokenizer.encode(prompt)
         stop = body.get("stop") or []
-        chunk = backend.generate([ids], max_new_tokens=body["max_tokens"], stop=stop,
-                                 stop_token_ids=body.get("stop_token_ids"))[0]
+        chunk = backend.generate(
+            [ids], max_new_tokens=body["max_tokens"], stop=stop, stop_token_ids=body.get("stop_token_ids")
+        )[0]
         text, stop_reason, finish = chunk.text, None, "length"
         if chunk.finish_reason == "eos":
             text, finish = decode(backend.tokenizer, chunk.token_ids[:-1]), "stop"
@@ -105,12 +106,31 @@ def _completions_app(backend: HFBackend):
             stop_reason, finish = next(s for s in stop if text.endswith(s)), "stop"
             if not body.get("include_stop_str_in_output"):
                 text = text[: -len(stop_reason)]
-        return {"id": "cmpl-test", "object": "text_completion", "created": int(time.time()), "model": body["model"],
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "stop_reason": stop_reason,
-                             "logprobs": {"tokens": [], "token_logprobs": chunk.logprobs, "top_logprobs": None,
-                                          "text_offset": []}}],
-                "usage": {"prompt_tokens": len(ids), "completion_tokens": len(chunk.token_ids),
-                          "total_tokens": len(ids) + len(chunk.token_ids)}}
+        return {
+            "id": "cmpl-test",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "text": text,
+                    "finish_reason": finish,
+                    "stop_reason": stop_reason,
+                    "logprobs": {
+                        "tokens": [],
+                        "token_logprobs": chunk.logprobs,
+                        "top_logprobs": None,
+                        "text_offset": [],
+                    },
+                }
+            ],
+            "usage": {
+                "prompt_tokens": len(ids),
+                "completion_tokens": len(chunk.token_ids),
+                "total_tokens": len(ids) + len(chunk.token_ids),
+            },
+        }
 
     return app
 

@@ -101,10 +101,16 @@ def test_corpus_holds_every_paragraph_once_in_jsoncollection_layout(shared_data,
     assert len({d["id"] for d in docs}) == n
 
 
-@pytest.mark.parametrize("name, title_text", [
-    ("hotpotqa/hotpot_dev_distractor_v1.sample100.jsonl", lambda c: (c[0][0], "".join(c[0][1]))),
-    ("2wikimultihopqa/2wikimultihopqa_dev.sample82.jsonl", lambda c: (c[0][0], " ".join(s.strip() for s in c[0][1]))),
-])
+@pytest.mark.parametrize(
+    "name, title_text",
+    [
+        ("hotpotqa/hotpot_dev_distractor_v1.sample100.jsonl", lambda c: (c[0][0], "".join(c[0][1]))),
+        (
+            "2wikimultihopqa/2wikimultihopqa_dev.sample82.jsonl",
+            lambda c: (c[0][0], " ".join(s.strip() for s in c[0][1])),
+        ),
+    ],
+)
 def test_hotpot_and_2wiki_paragraphs_become_passages(shared_data, name, title_text):
     first_row = json.loads((shared_data / name).open().readline())
     first = next(iter_passages([shared_data / name]))
@@ -118,6 +124,7 @@ def test_flashrag_rows_have_no_paragraphs(shared_data, tmp_path):
 
 # --- every row is checked at load (issue 12, item 5) ------------------------------------------------------------
 
+
 def write_rows(path, rows) -> None:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
 
@@ -126,13 +133,16 @@ def flashrag_rows(n: int = 4) -> list[dict]:
     return [{"id": f"q{i}", "question": f"Question {i}?", "golden_answers": [f"a{i}"]} for i in range(n)]
 
 
-@pytest.mark.parametrize("edit, line, field", [
-    (lambda row: row.pop("golden_answers"), 3, "'golden_answers' must be a non-empty list of strings"),
-    (lambda row: row.update(golden_answers=[1, 2]), 3, "'golden_answers'"),
-    (lambda row: row.update(golden_answers=[]), 3, "'golden_answers'"),
-    (lambda row: row.update(question=7), 3, "'question' must be a non-empty string, got 7"),
-    (lambda row: row.update(id=None), 3, "'id' must be an id"),
-])
+@pytest.mark.parametrize(
+    "edit, line, field",
+    [
+        (lambda row: row.pop("golden_answers"), 3, "'golden_answers' must be a non-empty list of strings"),
+        (lambda row: row.update(golden_answers=[1, 2]), 3, "'golden_answers'"),
+        (lambda row: row.update(golden_answers=[]), 3, "'golden_answers'"),
+        (lambda row: row.update(question=7), 3, "'question' must be a non-empty string, got 7"),
+        (lambda row: row.update(id=None), 3, "'id' must be an id"),
+    ],
+)
 def test_a_bad_row_is_reported_with_its_file_and_line_at_load(tmp_path, edit, line, field):
     rows = flashrag_rows()
     edit(rows[1])
@@ -163,8 +173,9 @@ def test_binary_junk_is_named_as_such(tmp_path):
         load_qa_dataset(tmp_path / "d.jsonl")
 
 
-@pytest.mark.parametrize("name", ["hotpotqa/hotpot_dev_distractor_v1.sample100.jsonl",
-                                  "2wikimultihopqa/2wikimultihopqa_dev.sample82.jsonl"])
+@pytest.mark.parametrize(
+    "name", ["hotpotqa/hotpot_dev_distractor_v1.sample100.jsonl", "2wikimultihopqa/2wikimultihopqa_dev.sample82.jsonl"]
+)
 @pytest.mark.parametrize("indent", [None, 1])
 def test_official_json_array_downloads_load_like_their_jsonl(shared_data, tmp_path, name, indent):
     rows = [json.loads(line) for line in (shared_data / name).open()]

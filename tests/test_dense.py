@@ -39,8 +39,10 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def indexes(corpus, tmp_path_factory) -> dict[str, DenseRetriever]:
     root, encoder = tmp_path_factory.mktemp("indexes"), DenseEncoder(MODEL)
-    built = {kind: build_dense_index(corpus, root / kind, MODEL, kind=kind, progress=False, encoder=encoder)
-             for kind in ("flat", "hnsw")}
+    built = {
+        kind: build_dense_index(corpus, root / kind, MODEL, kind=kind, progress=False, encoder=encoder)
+        for kind in ("flat", "hnsw")
+    }
     return {kind: DenseRetriever(path, encoder=encoder) for kind, path in built.items()}
 
 
@@ -81,8 +83,9 @@ def test_e5_models_get_query_and_passage_prefixes(tmp_path):
     assert encoding_prefixes(MODEL) == ("", "")
     prompted = tmp_path / "my-model"
     shutil.copytree(MODEL, prompted)
-    (prompted / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "Q: ",
-                                                                                       "document": "D: "}}))
+    (prompted / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "Q: ", "document": "D: "}})
+    )
     assert encoding_prefixes(prompted) == ("Q: ", "D: ")
 
 

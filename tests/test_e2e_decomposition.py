@@ -16,8 +16,10 @@ from research_env.corpus import passage_contents
 
 
 def test_decomposition_queries_substitute_earlier_answers():
-    hops = [{"question": "Edward Baring >> father", "answer": "Henry Baring"},
-            {"question": "#1 >> father", "answer": "x"}]
+    hops = [
+        {"question": "Edward Baring >> father", "answer": "Henry Baring"},
+        {"question": "#1 >> father", "answer": "x"},
+    ]
     assert decomposition_queries(hops) == ["Edward Baring father", "Henry Baring father"]
 
 

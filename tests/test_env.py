@@ -135,16 +135,19 @@ def test_bad_actions_and_arguments_are_clear_errors(env):
         env.reset(options={"index": 10_000})
 
 
-@pytest.mark.parametrize("options, error, message", [
-    ({"index": -1}, IndexError, r"out of range: .* holds 100 questions, so 0 <= index < 100"),
-    ({"index": 100}, IndexError, "out of range"),
-    ({"index": 1.9}, TypeError, r"must be an int, got 1\.9"),
-    ({"index": True}, TypeError, "must be an int"),
-    ({"index": "3"}, TypeError, "must be an int"),
-    ({"question_id": None}, TypeError, "must be a question id"),
-    ({"question_id": "nope"}, KeyError, "pick an id from dataset.ids"),
-    ({"qid": QID}, ValueError, r"unknown reset options \['qid'\]"),
-])
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"index": -1}, IndexError, r"out of range: .* holds 100 questions, so 0 <= index < 100"),
+        ({"index": 100}, IndexError, "out of range"),
+        ({"index": 1.9}, TypeError, r"must be an int, got 1\.9"),
+        ({"index": True}, TypeError, "must be an int"),
+        ({"index": "3"}, TypeError, "must be an int"),
+        ({"question_id": None}, TypeError, "must be a question id"),
+        ({"question_id": "nope"}, KeyError, "pick an id from dataset.ids"),
+        ({"qid": QID}, ValueError, r"unknown reset options \['qid'\]"),
+    ],
+)
 def test_bad_reset_options_are_clear_errors(env, options, error, message):
     with pytest.raises(error, match=message):
         env.reset(options=options)
@@ -175,7 +178,12 @@ def test_a_chunk_longer_than_the_budget_is_cut_to_it_and_truncates():
     obs, reward, terminated, truncated, info = env.step("<search> q </search>" * 100_000)
     assert obs == obs0 + ("<search> q </search>" * 100_000)[:4096] and obs in env.observation_space
     assert (reward, terminated, truncated, info["truncation_reason"], info["num_searches"]) == (
-        0.0, False, True, "max_context_chars", 0)
+        0.0,
+        False,
+        True,
+        "max_context_chars",
+        0,
+    )
 
 
 def test_apply_chat_renders_through_the_chat_template_and_ends_on_im_end():
@@ -209,8 +217,23 @@ pieces = st.one_of(
     st.text(max_size=40),
     st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3),  # lone surrogates
     st.integers(1, 3).map(lambda n: "huge chunk " * 3000 * n),  # up to 99k characters, past the 64k budget
-    st.sampled_from(["<think>", "</think>", "<search>", "</search>", "<answer>", "</answer>", "\\boxed{",
-                     "}", "<result>", "</result>", protocol.BASE_EOS_TOKEN, " Baring ", "\n"]),
+    st.sampled_from(
+        [
+            "<think>",
+            "</think>",
+            "<search>",
+            "</search>",
+            "<answer>",
+            "</answer>",
+            "\\boxed{",
+            "}",
+            "<result>",
+            "</result>",
+            protocol.BASE_EOS_TOKEN,
+            " Baring ",
+            "\n",
+        ]
+    ),
 )
 chunks = st.lists(pieces, min_size=1, max_size=6).map("".join)
 
@@ -261,7 +284,12 @@ def test_a_passage_cannot_change_the_reward_unless_research_rule_is_asked_for(re
     assert HostileRetriever.PASSAGE in obs
     _, r, terminated, _, info = env.step(finish("Sir Francis Baring, 1st Baronet"))
     assert (r, terminated, info["answer"], info["format_ok"], info["f1"]) == (
-        reward, True, "Sir Francis Baring, 1st Baronet", True, 1.0)
+        reward,
+        True,
+        "Sir Francis Baring, 1st Baronet",
+        True,
+        1.0,
+    )
 
 
 def test_every_episode_end_reports_one_outcome_schema(env):
@@ -279,8 +307,7 @@ def test_every_episode_end_reports_one_outcome_schema(env):
     outcomes = [EpisodeOutcome.from_info(info) for info in (answered, env_stop, budget_stop)]
     assert [o.truncation_reason for o in outcomes] == [None, "max_searches", "max_turns"]
     golden = ("Sir Francis Baring, 1st Baronet",)
-    assert outcomes[0] == EpisodeOutcome(pytest.approx(2 / 7), 0.0, 0.0, True, "Henry Baring", "correct answer",
-                                         golden)
+    assert outcomes[0] == EpisodeOutcome(pytest.approx(2 / 7), 0.0, 0.0, True, "Henry Baring", "correct answer", golden)
     assert outcomes[2] == EpisodeOutcome.budget_stop("max_turns", golden)
     for info, outcome in zip((answered, env_stop, budget_stop), outcomes, strict=True):
         assert {k: info[k] for k in outcome.info()} == outcome.info()

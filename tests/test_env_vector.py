@@ -15,8 +15,10 @@ import research_env  # noqa: F401
 from research_env.spaces import UnicodeText
 
 UNICODE_QUESTION = "Wer gründete Zürich — 苏黎世 🎉, and who was his café's owner?"
-ACTIONS = ["<think> ü 中 </think><search> Zürich founded </search>",
-           "<think> ok </think><answer> \\boxed{y} </answer><|endoftext|>"]
+ACTIONS = [
+    "<think> ü 中 </think><search> Zürich founded </search>",
+    "<think> ok </think><answer> \\boxed{y} </answer><|endoftext|>",
+]
 
 
 @pytest.fixture(scope="module")

@@ -49,10 +49,22 @@ def test_oracle_end_to_end_and_resume(tmp_path):
 
 
 def test_a_rerun_on_fewer_datasets_keeps_the_others(tmp_path):
-    evaluate.main(["--datasets", "musique,bamboogle", "--agent", "oracle", "--limit", "1", "--output", str(tmp_path),
-                   "--no-progress"])
-    evaluate.main(["--datasets", "hotpotqa", "--agent", "oracle", "--limit", "1", "--output", str(tmp_path),
-                   "--no-progress"])
+    evaluate.main(
+        [
+            "--datasets",
+            "musique,bamboogle",
+            "--agent",
+            "oracle",
+            "--limit",
+            "1",
+            "--output",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    evaluate.main(
+        ["--datasets", "hotpotqa", "--agent", "oracle", "--limit", "1", "--output", str(tmp_path), "--no-progress"]
+    )
     [run] = _runs(tmp_path)
     for results in (run / "results.json", tmp_path / "results.json"):
         assert list(json.loads(results.read_text())) == ["musique", "bamboogle", "hotpotqa"]
@@ -92,14 +104,17 @@ def test_a_model_rewritten_in_place_is_another_run(tmp_path):
     assert config.key() != before
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--limit", "0"], "--limit"),
-    (["--top-k", "-3"], "--top-k"),
-    (["--agent", "naive_rag", "--template", "re_search_template"], "template applies to the research agent"),
-    (["--base-url", "http://127.0.0.1:1/v1"], "base_url and api_model go together"),
-    (["--datasets", " , "], "--datasets is empty"),
-    (["--model", "/no/such/checkpoint"], "/no/such/checkpoint: no such directory"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--limit", "0"], "--limit"),
+        (["--top-k", "-3"], "--top-k"),
+        (["--agent", "naive_rag", "--template", "re_search_template"], "template applies to the research agent"),
+        (["--base-url", "http://127.0.0.1:1/v1"], "base_url and api_model go together"),
+        (["--datasets", " , "], "--datasets is empty"),
+        (["--model", "/no/such/checkpoint"], "/no/such/checkpoint: no such directory"),
+    ],
+)
 def test_bad_flags_fail_before_anything_loads(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main([*flags, "--output", str(tmp_path)])
@@ -111,8 +126,21 @@ def test_bad_flags_fail_before_anything_loads(tmp_path, capsys, flags, message):
 def test_naive_rag_with_the_tiny_model_end_to_end(tmp_path):
     out = tmp_path / "rag"
     with pytest.warns(evaluate_run.RandomModelWarning):
-        evaluate.main(["--datasets", DATASETS, "--agent", "naive_rag", "--limit", "1", "--batch-size", "1",
-                       "--output", str(out), "--no-progress"])
+        evaluate.main(
+            [
+                "--datasets",
+                DATASETS,
+                "--agent",
+                "naive_rag",
+                "--limit",
+                "1",
+                "--batch-size",
+                "1",
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
     results = _check_outputs(out)
     assert all(m["searches_per_question"] == 1.0 and m["tokens"] > 0 for m in results.values())
 

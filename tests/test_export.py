@@ -23,9 +23,27 @@ import export_policy  # noqa: E402
 from agents.generation.hf_backend import HFBackend  # noqa: E402
 
 #: The smallest training run (tests/test_grpo_train.py's): 1 question x 2 rollouts, 4-token chunks, 1 iteration.
-TINY = ["--prompts", "1", "--group-size", "2", "--max-new-tokens", "4", "--max-turns", "1", "--num-cpus", "2",
-        "--env", "ReSearch-MuSiQue-v0", "--no-small-vocab", "--no-sft-warmstart", "--eval-every", "0",
-        "--minibatches", "1", "--no-drop-zero-advantage"]
+TINY = [
+    "--prompts",
+    "1",
+    "--group-size",
+    "2",
+    "--max-new-tokens",
+    "4",
+    "--max-turns",
+    "1",
+    "--num-cpus",
+    "2",
+    "--env",
+    "ReSearch-MuSiQue-v0",
+    "--no-small-vocab",
+    "--no-sft-warmstart",
+    "--eval-every",
+    "0",
+    "--minibatches",
+    "1",
+    "--no-drop-zero-advantage",
+]
 EVAL = [
     "--datasets",
     "musique",

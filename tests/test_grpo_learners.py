@@ -26,15 +26,23 @@ def synthetic_batch(rows: int = 4, length: int = 24, seed: int = 0) -> dict[str,
     loss_mask = torch.zeros(rows, length)
     for i, n in enumerate(lengths):
         attention[i, :n] = 1
-        loss_mask[i, 8 + i:n] = 1  # a prompt of 8 + i tokens
-    return {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask,
-            "old_logprobs": -11.9 + 0.1 * torch.randn(rows, length, generator=g) * loss_mask,
-            "advantages": torch.tensor([1.0, -1.0, 0.5, -0.5] * rows)[:rows]}
+        loss_mask[i, 8 + i : n] = 1  # a prompt of 8 + i tokens
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "loss_mask": loss_mask,
+        "old_logprobs": -11.9 + 0.1 * torch.randn(rows, length, generator=g) * loss_mask,
+        "advantages": torch.tensor([1.0, -1.0, 0.5, -0.5] * rows)[:rows],
+    }
 
 
 def config(num_learners: int, **training) -> GRPOConfig:
-    return (GRPOConfig().training(lr=1e-2, kl_coef=0.1, micro_batch_size=1, **training)
-            .learners(num_learners=num_learners).debugging(seed=0))
+    return (
+        GRPOConfig()
+        .training(lr=1e-2, kl_coef=0.1, micro_batch_size=1, **training)
+        .learners(num_learners=num_learners)
+        .debugging(seed=0)
+    )
 
 
 def update(cfg: GRPOConfig, batch: dict[str, torch.Tensor]) -> list[tuple[dict, dict]]:
@@ -44,8 +52,10 @@ def update(cfg: GRPOConfig, batch: dict[str, torch.Tensor]) -> list[tuple[dict, 
     def weights_and_gradients(learner) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         # Nested, so that Ray ships it by value to the learner actors (the tests are not importable there).
         model = learner.module[DEFAULT_MODULE_ID].unwrapped().model
-        return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-                {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+        return (
+            {k: v.detach().clone() for k, v in model.state_dict().items()},
+            {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None},
+        )
 
     shards = learner_shards(dict(batch), "token_mean", cfg.num_learners)
     group = cfg.build_learner_group(rl_module_spec=cfg.get_multi_rl_module_spec(spaces=SPACES))
@@ -66,7 +76,7 @@ def test_two_learners_average_gradients_and_stay_identical(ray_cluster):
     batch = synthetic_batch(rows=5)  # odd: one learner's shard is padded with a row that carries no loss
     initial = load_causal_lm(None, device="cpu")[0].state_dict()
     (weights, grads), (weights2, grads2) = update(config(num_learners=2), batch)
-    (_, single_grads), = update(config(num_learners=0), batch)
+    ((_, single_grads),) = update(config(num_learners=0), batch)
     assert grads.keys() == single_grads.keys() and grads
     for name, grad in grads.items():
         # Each learner saw part of the batch: equal gradients mean DDP averaged them, and the loss weights
@@ -75,8 +85,13 @@ def test_two_learners_average_gradients_and_stay_identical(ray_cluster):
         # tolerance is relative to the tensor's own scale; a wrong weighting would be off by O(scale).
         assert torch.equal(grad, grads2[name]), f"learners hold different gradients for {name}"
         scale = float(single_grads[name].abs().max())
-        torch.testing.assert_close(grad, single_grads[name], rtol=1e-4, atol=1e-5 * scale,
-                                   msg=lambda m, n=name: f"DDP gradient differs from one learner's on {n}: {m}")
+        torch.testing.assert_close(
+            grad,
+            single_grads[name],
+            rtol=1e-4,
+            atol=1e-5 * scale,
+            msg=lambda m, n=name: f"DDP gradient differs from one learner's on {n}: {m}",
+        )
     for name, value in weights.items():
         assert torch.equal(value, weights2[name]), f"learners' weights diverged on {name}"
     assert any(not torch.equal(weights[k], initial[k]) for k in initial), "the update changed no weights"
@@ -94,8 +109,11 @@ def test_lora_update_changes_only_adapters(ray_cluster):
         batch["loss_weight"] = torch.full((4,), 0.25)
         from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
-        group.update(batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch({k: v.numpy() for k, v in batch.items()})},
-                                           env_steps=4))
+        group.update(
+            batch=MultiAgentBatch(
+                {DEFAULT_MODULE_ID: SampleBatch({k: v.numpy() for k, v in batch.items()})}, env_steps=4
+            )
+        )
         after = module.model.state_dict()
         changed = {k for k in before if not torch.equal(before[k], after[k])}
         assert changed and all(".lora_" in k for k in changed), sorted(changed)[:5]
@@ -108,7 +126,7 @@ def test_lora_update_changes_only_adapters(ray_cluster):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_learner_update(ray_cluster):
     cfg = config(num_learners=1).learners(num_gpus_per_learner=1)
-    (weights, grads), = update(cfg, synthetic_batch())
+    ((weights, grads),) = update(cfg, synthetic_batch())
     assert grads and all(torch.isfinite(g).all() for g in grads.values())
 
 
@@ -128,8 +146,9 @@ def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(ray_cluste
     batch = synthetic_batch()
     grads, calls = {}, {}
     for checkpointing in (False, True):
-        group, learner = local_learner(config(num_learners=0).training(micro_batch_size=4)
-                                       .policy(gradient_checkpointing=checkpointing))
+        group, learner = local_learner(
+            config(num_learners=0).training(micro_batch_size=4).policy(gradient_checkpointing=checkpointing)
+        )
         try:
             model = learner.module[DEFAULT_MODULE_ID].unwrapped().model
             calls[checkpointing] = 0

@@ -25,9 +25,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_grpo_rllib.py"
 #: The smallest run that still plays whole groups through the env and updates: 1 question x 2 rollouts, the tiny
 #: random model as it is (no warm start, no held-out evaluation), every group in the update.
-TINY = ["--prompts", "1", "--group-size", "2", "--max-new-tokens", "4", "--max-turns", "1", "--num-cpus", "2",
-        "--env", "ReSearch-MuSiQue-v0", "--no-small-vocab", "--no-sft-warmstart", "--eval-every", "0",
-        "--minibatches", "1", "--no-drop-zero-advantage"]
+TINY = [
+    "--prompts",
+    "1",
+    "--group-size",
+    "2",
+    "--max-new-tokens",
+    "4",
+    "--max-turns",
+    "1",
+    "--num-cpus",
+    "2",
+    "--env",
+    "ReSearch-MuSiQue-v0",
+    "--no-small-vocab",
+    "--no-sft-warmstart",
+    "--eval-every",
+    "0",
+    "--minibatches",
+    "1",
+    "--no-drop-zero-advantage",
+]
 
 
 def start(output: Path, *args: str) -> subprocess.Popen:
@@ -35,9 +53,16 @@ def start(output: Path, *args: str) -> subprocess.Popen:
     # its default disposition, as in a terminal (a background shell would start it ignored).
     # Without conftest's loopback setting for Ray: the script must keep its Ray instance on 127.0.0.1 by itself.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
-    return subprocess.Popen([sys.executable, str(SCRIPT), "--output", str(output), *TINY, *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL) and None)
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--output", str(output), *TINY, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL) and None,
+    )
 
 
 @contextlib.contextmanager
@@ -133,15 +158,26 @@ def test_rloo_is_one_config_value(ray_cluster):
     from agents.training.algorithms import get_algorithm
     from agents.training.rllib import GRPOConfig
 
-    config = (GRPOConfig().training(algorithm="rloo", prompts_per_batch=1, group_size=2)
-              .rollouts(max_new_tokens=4, max_turns=1).debugging(seed=0))
+    config = (
+        GRPOConfig()
+        .training(algorithm="rloo", prompts_per_batch=1, group_size=2)
+        .rollouts(max_new_tokens=4, max_turns=1)
+        .debugging(seed=0)
+    )
     algo = config.build_algo()
     try:
         result = algo.train()
         assert algo.learner_group._learner.loss_config.aggregation == get_algorithm("rloo").aggregation
         assert result["training_iteration"] == 1
-        for key in ("charts/episodic_return", "charts/format_ok_rate", "losses/policy_loss", "losses/entropy",
-                    "losses/clipfrac", "timers/generate_s", "timers/learner_s"):
+        for key in (
+            "charts/episodic_return",
+            "charts/format_ok_rate",
+            "losses/policy_loss",
+            "losses/entropy",
+            "losses/clipfrac",
+            "timers/generate_s",
+            "timers/learner_s",
+        ):
             assert math.isfinite(result[key]), key
     finally:
         algo.stop()
@@ -153,11 +189,16 @@ def test_remote_env_runners_sample_the_groups_and_receive_the_learners_weights(r
 
     from agents.training.rllib import GRPOConfig
 
-    config = (GRPOConfig().training(prompts_per_batch=2, group_size=2, lr=1e-2)
-              .rollouts(max_new_tokens=4, max_turns=1)
-              .env_runners(num_env_runners=2, num_cpus_per_env_runner=0.5).debugging(seed=0))
+    config = (
+        GRPOConfig()
+        .training(prompts_per_batch=2, group_size=2, lr=1e-2)
+        .rollouts(max_new_tokens=4, max_turns=1)
+        .env_runners(num_env_runners=2, num_cpus_per_env_runner=0.5)
+        .debugging(seed=0)
+    )
     algo = config.build_algo()
     try:
+
         def weights(runner) -> dict[str, torch.Tensor]:
             return {k: v.clone() for k, v in runner.module.get_state().items()}
 
@@ -179,8 +220,11 @@ def test_learner_shards_pad_to_equal_shards_whose_weights_give_the_batch_loss():
     from agents.training.rllib.algorithm import learner_shards
 
     loss_mask = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 1, 0]], dtype=torch.float32)
-    batch = {"input_ids": torch.arange(12).reshape(3, 4), "loss_mask": loss_mask,
-             "advantages": torch.tensor([1.0, -1.0, 0.5])}
+    batch = {
+        "input_ids": torch.arange(12).reshape(3, 4),
+        "loss_mask": loss_mask,
+        "advantages": torch.tensor([1.0, -1.0, 0.5]),
+    }
     for aggregation, expected in (("token_mean", [2 / 7, 4 / 7, 1 / 7, 0.0]), ("constant_norm", [1 / 3] * 3 + [0.0])):
         shards = learner_shards(dict(batch), aggregation, num_learners=2)
         rows = [shard.policy_batches["default_policy"] for shard in shards]

@@ -15,26 +15,38 @@ import pytest
 from agents.evaluation.judge import LLMJudge, parse_verdict
 
 
-@pytest.mark.parametrize(("reply", "judgement", "rationale"), [
-    ('{"rationale": "Same person.", "judgement": "correct"}', True, "Same person."),
-    ('{"rationale": "Wrong city.", "judgement": "incorrect"}', False, "Wrong city."),
-    ('{"judgement": " Incorrect\\n", "rationale": "r"}', False, "r"),
-    ('```json\n{"rationale": "r", "judgement": "CORRECT"}\n```', True, "r"),
-    ('Here is my verdict: {"rationale": "r", "judgement": "correct"} (set {x} aside)', True, "r"),
-    ('{not json} then {"rationale": "r", "judgement": "incorrect"}', False, "r"),
-    ('{"rationale": "has {braces} and \\"quotes\\"", "judgement": "correct"}', True, 'has {braces} and "quotes"'),
-    ('{"judgement": "correct", "rationale": null}', True, ""),
-    ('{"judgement": "correct"}', True, ""),
-])
+@pytest.mark.parametrize(
+    ("reply", "judgement", "rationale"),
+    [
+        ('{"rationale": "Same person.", "judgement": "correct"}', True, "Same person."),
+        ('{"rationale": "Wrong city.", "judgement": "incorrect"}', False, "Wrong city."),
+        ('{"judgement": " Incorrect\\n", "rationale": "r"}', False, "r"),
+        ('```json\n{"rationale": "r", "judgement": "CORRECT"}\n```', True, "r"),
+        ('Here is my verdict: {"rationale": "r", "judgement": "correct"} (set {x} aside)', True, "r"),
+        ('{not json} then {"rationale": "r", "judgement": "incorrect"}', False, "r"),
+        ('{"rationale": "has {braces} and \\"quotes\\"", "judgement": "correct"}', True, 'has {braces} and "quotes"'),
+        ('{"judgement": "correct", "rationale": null}', True, ""),
+        ('{"judgement": "correct"}', True, ""),
+    ],
+)
 def test_a_verdict_is_read_wherever_it_sits_in_the_reply(reply, judgement, rationale):
     assert parse_verdict(reply) == {"rationale": rationale, "judgement": judgement, "raw": reply}
 
 
-@pytest.mark.parametrize("reply", [
-    "", "correct", "The answer is correct.", "[1, 2]", '{"rationale": "no verdict key"}',
-    '{"rationale": "r", "judgement": "partially correct"}', '{"rationale": "r", "judgement": true}',
-    '{"rationale": "r", "judgement": "correct"', "{'rationale': 'r', 'judgement': 'correct'}",
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "",
+        "correct",
+        "The answer is correct.",
+        "[1, 2]",
+        '{"rationale": "no verdict key"}',
+        '{"rationale": "r", "judgement": "partially correct"}',
+        '{"rationale": "r", "judgement": true}',
+        '{"rationale": "r", "judgement": "correct"',
+        "{'rationale': 'r', 'judgement': 'correct'}",
+    ],
+)
 def test_anything_else_is_no_verdict_and_keeps_the_raw_reply(reply):
     verdict = parse_verdict(reply)
     assert verdict["judgement"] is None and verdict["raw"] == reply
@@ -65,11 +77,16 @@ class JudgeServer:
             prediction = re.search(r"^Predicted answer: (.*)$", prompt, re.MULTILINE).group(1)
             verdict = "correct" if prediction in golden else "incorrect"
             content = self.reply or json.dumps({"rationale": f"{prediction!r} vs {golden}", "judgement": verdict})
-            return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
-                    "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            return {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
 
         self.app = app
 

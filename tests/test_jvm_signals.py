@@ -72,14 +72,14 @@ def test_a_jvm_started_by_someone_else_is_protected_too():
         ray.shutdown()
         print("java exceptions still work")
     """)
-    assert done.returncode == 0 and "java exceptions still work" in done.stdout, (done.returncode,
-                                                                                   done.stderr[-3000:])
+    assert done.returncode == 0 and "java exceptions still work" in done.stdout, (done.returncode, done.stderr[-3000:])
 
 
 def test_ctrl_c_raises_keyboard_interrupt_with_the_jvm_running():
     """The JVM's own SIGINT handler exits at once (130): a run interrupted with Ctrl-C must instead get
     KeyboardInterrupt, run its cleanup, and find the embedded index still answering."""
-    done = _run("""
+    done = _run(
+        """
         import signal, time
         from research_env.retrieval import shared_retriever
 
@@ -92,5 +92,7 @@ def test_ctrl_c_raises_keyboard_interrupt_with_the_jvm_running():
             time.sleep(60)
         except KeyboardInterrupt:
             print("cleanup ran", len(retriever.search(["Baring"], 1)[0]))
-    """, timeout=120)
+    """,
+        timeout=120,
+    )
     assert done.returncode == 0 and "cleanup ran 1" in done.stdout, (done.returncode, done.stderr[-2000:])

@@ -17,15 +17,18 @@ def test_stop_strings_are_the_search_close_tag():
     assert p.STOP_STRINGS == ("</search>",)
 
 
-@pytest.mark.parametrize("chunk, kind", [
-    ("<search> q </search>", p.ChunkKind.SEARCH),
-    ("<search> q </search>\n", p.ChunkKind.SEARCH),  # a BPE token may carry white space past the stop
-    ("<answer>\\boxed{x}</answer>" + EOS, p.ChunkKind.END),
-    ("<search> q </search>" + EOS, p.ChunkKind.END),  # a response the model ended is scored
-    ("<think> half a thou", p.ChunkKind.CONTINUE),
-    ("</search> more text", p.ChunkKind.CONTINUE),  # only how the chunk ends matters
-    ("", p.ChunkKind.CONTINUE),
-])
+@pytest.mark.parametrize(
+    "chunk, kind",
+    [
+        ("<search> q </search>", p.ChunkKind.SEARCH),
+        ("<search> q </search>\n", p.ChunkKind.SEARCH),  # a BPE token may carry white space past the stop
+        ("<answer>\\boxed{x}</answer>" + EOS, p.ChunkKind.END),
+        ("<search> q </search>" + EOS, p.ChunkKind.END),  # a response the model ended is scored
+        ("<think> half a thou", p.ChunkKind.CONTINUE),
+        ("</search> more text", p.ChunkKind.CONTINUE),  # only how the chunk ends matters
+        ("", p.ChunkKind.CONTINUE),
+    ],
+)
 def test_how_a_chunk_ends_decides_what_happens(chunk, kind):
     assert p.classify_chunk(chunk, EOS) is kind
 
@@ -57,34 +60,40 @@ def test_no_documents_is_never_a_silent_empty_result():
 GOOD = "<think> r </think><search> q </search><result> d </result><think> s </think><answer> \\boxed{x} </answer>"
 
 
-@pytest.mark.parametrize("response, ok, reason", [
-    (GOOD, True, "format is correct"),
-    ("<think> r </think><answer> \\boxed{x} </answer>", True, "format is correct"),
-    ("<think> r <answer> \\boxed{x} </answer>", False, "not paired"),
-    ("<answer> \\boxed{x} </answer>", False, "no <think>"),
-    ("<think>r</think><answer>\\boxed{x}</answer><answer>\\boxed{y}</answer>", False, "exactly one"),
-    ("<think>r</think>", False, "exactly one"),
-    ("<think>r</think><search> q </search><answer>\\boxed{x}</answer>", False, "not followed"),
-    ("<think>r</think><search> q <result> d </search></result><answer>\\boxed{x}</answer>", False, "out of order"),
-    ("<think>r</think></answer> \\boxed{x} <answer>", False, "before <answer>"),
-    ("<think>r</think><answer> x </answer>", False, "\\boxed"),
-])
+@pytest.mark.parametrize(
+    "response, ok, reason",
+    [
+        (GOOD, True, "format is correct"),
+        ("<think> r </think><answer> \\boxed{x} </answer>", True, "format is correct"),
+        ("<think> r <answer> \\boxed{x} </answer>", False, "not paired"),
+        ("<answer> \\boxed{x} </answer>", False, "no <think>"),
+        ("<think>r</think><answer>\\boxed{x}</answer><answer>\\boxed{y}</answer>", False, "exactly one"),
+        ("<think>r</think>", False, "exactly one"),
+        ("<think>r</think><search> q </search><answer>\\boxed{x}</answer>", False, "not followed"),
+        ("<think>r</think><search> q <result> d </search></result><answer>\\boxed{x}</answer>", False, "out of order"),
+        ("<think>r</think></answer> \\boxed{x} <answer>", False, "before <answer>"),
+        ("<think>r</think><answer> x </answer>", False, "\\boxed"),
+    ],
+)
 def test_format_gate(response, ok, reason):
     verdict = p.check_format(response)
     assert verdict.ok is ok
     assert reason in verdict.reason
 
 
-@pytest.mark.parametrize("text, boxed", [
-    ("\\boxed{Paris}", "Paris"),
-    ("\\boxed{a} then \\boxed{b}", "b"),
-    ("\\boxed{\\text{New {York}}}", "\\text{New {York}}"),
-    ("\\fbox{x}", "x"),
-    ("\\boxed 42$ rest", "42"),
-    ("\\boxed{}", ""),
-    ("\\boxed{unclosed", None),
-    ("no box", None),
-])
+@pytest.mark.parametrize(
+    "text, boxed",
+    [
+        ("\\boxed{Paris}", "Paris"),
+        ("\\boxed{a} then \\boxed{b}", "b"),
+        ("\\boxed{\\text{New {York}}}", "\\text{New {York}}"),
+        ("\\fbox{x}", "x"),
+        ("\\boxed 42$ rest", "42"),
+        ("\\boxed{}", ""),
+        ("\\boxed{unclosed", None),
+        ("no box", None),
+    ],
+)
 def test_last_boxed(text, boxed):
     assert p.last_boxed(text) == boxed
 

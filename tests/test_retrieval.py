@@ -86,23 +86,29 @@ def test_one_shared_retriever_per_corpus():
 
 # -- the one corpus reader: every backend refuses or fixes the same bad corpora -------------------------------
 
+
 def write_corpus(path, *lines: str | bytes):
     path.write_bytes(b"".join((line if isinstance(line, bytes) else line.encode()) + b"\n" for line in lines))
     return path
 
 
-@pytest.mark.parametrize(("lines", "message"), [
-    (['{"id": "1", "contents": "ok"}', "not json"], r"bad.jsonl:2: not a JSON line"),
-    (['{"id": "1", "contents": "ok"}', b"\xff\xfe\x00junk"], r"bad.jsonl:2: not a JSON line"),
-    (['{"id": "1", "contents": "ok"}', '["a", "list"]'], r"bad.jsonl:2: expected an object .* got a JSON list"),
-    (['{"id": "1"}'], r'bad.jsonl:1: "contents" is missing'),
-    (['{"id": true, "contents": "x"}'], r'bad.jsonl:1: "id" is a JSON bool'),
-    (['{"contents": "x"}'], r'bad.jsonl:1: "id" is missing'),
-    (["", "  "], r"bad.jsonl holds no documents"),
-    (['{"id": "a", "contents": "x"}', '{"id": "b", "contents": "y"}', '{"id": "a", "contents": "z"}'],
-     r"bad.jsonl: 1 ids occur more than once, e.g. 'a' on lines 1, 3"),
-    (['{"id": 7, "contents": "x"}', '{"id": "7", "contents": "y"}'], r"'7' on lines 1, 2"),
-])
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"id": "1", "contents": "ok"}', "not json"], r"bad.jsonl:2: not a JSON line"),
+        (['{"id": "1", "contents": "ok"}', b"\xff\xfe\x00junk"], r"bad.jsonl:2: not a JSON line"),
+        (['{"id": "1", "contents": "ok"}', '["a", "list"]'], r"bad.jsonl:2: expected an object .* got a JSON list"),
+        (['{"id": "1"}'], r'bad.jsonl:1: "contents" is missing'),
+        (['{"id": true, "contents": "x"}'], r'bad.jsonl:1: "id" is a JSON bool'),
+        (['{"contents": "x"}'], r'bad.jsonl:1: "id" is missing'),
+        (["", "  "], r"bad.jsonl holds no documents"),
+        (
+            ['{"id": "a", "contents": "x"}', '{"id": "b", "contents": "y"}', '{"id": "a", "contents": "z"}'],
+            r"bad.jsonl: 1 ids occur more than once, e.g. 'a' on lines 1, 3",
+        ),
+        (['{"id": 7, "contents": "x"}', '{"id": "7", "contents": "y"}'], r"'7' on lines 1, 2"),
+    ],
+)
 def test_bad_corpora_are_refused_naming_file_and_line(tmp_path, lines, message):
     corpus = write_corpus(tmp_path / "bad.jsonl", *lines)
     with pytest.raises(CorpusFormatError, match=message):
@@ -115,10 +121,15 @@ def test_every_backend_refuses_duplicate_ids_and_cuts_absurd_passages(tmp_path):
     from research_env.retrieval.bm25s_retriever import BM25SRetriever, build_bm25s_index
 
     dup = write_corpus(tmp_path / "dup.jsonl", '{"id": "a", "contents": "alpha"}', '{"id": "a", "contents": "beta"}')
-    huge = write_corpus(tmp_path / "huge.jsonl", '{"id": "small", "contents": "zebra crossing"}',
-                        json.dumps({"id": "huge", "contents": "zebra " * 200_000}))
-    for build, load in ((lambda c, d: build_bm25_index(c, d, progress=False), BM25Retriever),
-                        (build_bm25s_index, BM25SRetriever)):
+    huge = write_corpus(
+        tmp_path / "huge.jsonl",
+        '{"id": "small", "contents": "zebra crossing"}',
+        json.dumps({"id": "huge", "contents": "zebra " * 200_000}),
+    )
+    for build, load in (
+        (lambda c, d: build_bm25_index(c, d, progress=False), BM25Retriever),
+        (build_bm25s_index, BM25SRetriever),
+    ):
         with pytest.raises(CorpusFormatError, match="'a' on lines 1, 2"):
             build(dup, tmp_path / "dup_index")
         assert not (tmp_path / "dup_index").exists()
@@ -134,10 +145,15 @@ def test_every_backend_returns_a_lone_surrogate_as_a_replacement_character(tmp_p
     returns it as U+FFFD (Lucene's encoder did so already; the reader now does it for the Python backends)."""
     from research_env.retrieval.bm25s_retriever import BM25SRetriever, build_bm25s_index
 
-    corpus = write_corpus(tmp_path / "odd.jsonl", json.dumps({"id": "a", "contents": "zebra broken \ud800 city"}),
-                          json.dumps({"id": "b", "contents": "nothing here"}))
-    for build, load in ((lambda c, d: build_bm25_index(c, d, progress=False), BM25Retriever),
-                        (build_bm25s_index, BM25SRetriever)):
+    corpus = write_corpus(
+        tmp_path / "odd.jsonl",
+        json.dumps({"id": "a", "contents": "zebra broken \ud800 city"}),
+        json.dumps({"id": "b", "contents": "nothing here"}),
+    )
+    for build, load in (
+        (lambda c, d: build_bm25_index(c, d, progress=False), BM25Retriever),
+        (build_bm25s_index, BM25SRetriever),
+    ):
         index = tmp_path / f"odd_{load.__name__}"
         build(corpus, index)
         (hit,) = load(index).search(["zebra city"], 1)[0]
@@ -161,8 +177,7 @@ def test_concurrent_cache_builds_build_once(tmp_path):
             (staging / "done").touch()
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(build_once(tmp_path / "idx", build)))
-               for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(build_once(tmp_path / "idx", build))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:

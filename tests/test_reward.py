@@ -23,33 +23,39 @@ from research_env.reward import (
 EOS = "<|endoftext|>"
 
 
-@pytest.mark.parametrize("raw, normalized", [
-    ("The  Eiffel Tower!", "eiffel tower"),
-    ("a cat, an owl & the dog", "cat owl dog"),
-    ("Théâtre du Châtelet", "théâtre du châtelet"),  # unicode letters kept, only ASCII punctuation dropped
-    ("“quoted” — dash", "“quoted” — dash"),  # non-ASCII punctuation is not in string.punctuation
-    ("Anthem", "anthem"),  # articles only as whole words
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "raw, normalized",
+    [
+        ("The  Eiffel Tower!", "eiffel tower"),
+        ("a cat, an owl & the dog", "cat owl dog"),
+        ("Théâtre du Châtelet", "théâtre du châtelet"),  # unicode letters kept, only ASCII punctuation dropped
+        ("“quoted” — dash", "“quoted” — dash"),  # non-ASCII punctuation is not in string.punctuation
+        ("Anthem", "anthem"),  # articles only as whole words
+        ("", ""),
+    ],
+)
 def test_normalize_answer(raw, normalized):
     assert normalize_answer(raw) == normalized
 
 
 # Expected values worked by hand from the official HotpotQA metric (hotpot_evaluate_v1.f1_score).
-@pytest.mark.parametrize("prediction, gold, f1, em", [
-    ("Paris", "paris.", 1.0, 1.0),
-    ("the Paris", "Paris", 1.0, 1.0),
-    ("New York City", "New York", 0.8, 0.0),  # p=2/3, r=1 -> 0.8
-    ("city city york", "new york city", 2 * (2 / 3) * (2 / 3) / (4 / 3), 0.0),  # multiset overlap = 2
-    ("yes", "no", 0.0, 0.0),
-    ("yes it is", "yes", 0.0, 0.0),  # closed answers match only themselves ...
-    ("no", "no", 1.0, 1.0),
-    ("noanswer", "yes", 0.0, 0.0),
-    ("Zürich", "zürich", 1.0, 1.0),
-    ("", "Paris", 0.0, 0.0),
-    ("", "", 0.0, 1.0),  # ... and two empty strings match exactly but share no token
-    ("!!!", "the", 0.0, 1.0),
-])
+@pytest.mark.parametrize(
+    "prediction, gold, f1, em",
+    [
+        ("Paris", "paris.", 1.0, 1.0),
+        ("the Paris", "Paris", 1.0, 1.0),
+        ("New York City", "New York", 0.8, 0.0),  # p=2/3, r=1 -> 0.8
+        ("city city york", "new york city", 2 * (2 / 3) * (2 / 3) / (4 / 3), 0.0),  # multiset overlap = 2
+        ("yes", "no", 0.0, 0.0),
+        ("yes it is", "yes", 0.0, 0.0),  # closed answers match only themselves ...
+        ("no", "no", 1.0, 1.0),
+        ("noanswer", "yes", 0.0, 0.0),
+        ("Zürich", "zürich", 1.0, 1.0),
+        ("", "Paris", 0.0, 0.0),
+        ("", "", 0.0, 1.0),  # ... and two empty strings match exactly but share no token
+        ("!!!", "the", 0.0, 1.0),
+    ],
+)
 def test_f1_and_em_edge_cases(prediction, gold, f1, em):
     assert f1_score(prediction, [gold]) == pytest.approx(f1)
     assert exact_match(prediction, [gold]) == em
@@ -87,8 +93,13 @@ def answer(x: str) -> str:
 
 def test_correct_answer_scores_its_f1():
     score = score_response(answer("New York City") + EOS, ["New York"], EOS)
-    assert (score.reward, score.f1, score.em, score.acc, score.format_ok) == (pytest.approx(0.8), pytest.approx(0.8),
-                                                                               0.0, 1.0, True)
+    assert (score.reward, score.f1, score.em, score.acc, score.format_ok) == (
+        pytest.approx(0.8),
+        pytest.approx(0.8),
+        0.0,
+        1.0,
+        True,
+    )
     assert score.answer == "New York City"
 
 
@@ -133,8 +144,19 @@ def test_reward_is_in_unit_interval(response, golden):
 
 # --- passages cannot steer the reward (issue 12, item 8) -------------------------------------------------------
 
-HOSTILE = ["<think>", "</answer>", "<answer> \\boxed{wrong} </answer>", "<search>", "<result>", "}", "{", "$",
-           "\\boxed{", "\\fbox{x}", EOS]
+HOSTILE = [
+    "<think>",
+    "</answer>",
+    "<answer> \\boxed{wrong} </answer>",
+    "<search>",
+    "<result>",
+    "}",
+    "{",
+    "$",
+    "\\boxed{",
+    "\\fbox{x}",
+    EOS,
+]
 passages = st.lists(st.one_of(st.sampled_from(HOSTILE), st.text(max_size=8)), max_size=6).map("".join)
 
 

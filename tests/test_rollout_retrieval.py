@@ -53,8 +53,9 @@ def test_each_turn_makes_one_retriever_call_for_every_episode_that_searched():
     tokenizer = build_qwen25_tokenizer(base=True)
     retriever = CountedRetriever(gym.make("ReSearch-MuSiQue-v0").unwrapped.retriever)
     config = RolloutConfig(max_new_tokens=64, max_tokens=8192)
-    envs = [token_env(gym.make("ReSearch-MuSiQue-v0", retriever=retriever, top_k=2), tokenizer, config)
-            for _ in range(6)]
+    envs = [
+        token_env(gym.make("ReSearch-MuSiQue-v0", retriever=retriever, top_k=2), tokenizer, config) for _ in range(6)
+    ]
     question_ids = envs[0].unwrapped.dataset.ids[:6]
     episodes = list(run_episodes(envs, SearchThenAnswer(tokenizer, searches=3), question_ids, config))
     assert len(episodes) == 6 and all(e.info["num_searches"] == 3 and e.terminated for e in episodes)

@@ -42,8 +42,17 @@ class Server:
 
     def start(self, timeout_s: float = 60.0) -> Server:
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "serve_retriever.py"), "--index", str(self.index),
-             "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "serve_retriever.py"),
+                "--index",
+                str(self.index),
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -111,24 +120,30 @@ def wire(docs: list[Document]) -> list[dict]:
 
 # -- both wire formats ---------------------------------------------------------------------------------------
 
+
 def test_research_and_search_r1_formats_equal_a_direct_index_call(server, direct):
     queries = gold_subquestions(6)
     expected = direct.search(queries, 5)
     one = httpx.post(f"{server.url}/search", json={"query": queries[0], "top_n": 5}).json()
     assert one == wire(expected[0])
-    docs, scores = httpx.post(f"{server.url}/search", json={"query": queries[0], "top_n": 5,
-                                                             "return_score": True}).json()
+    docs, scores = httpx.post(
+        f"{server.url}/search", json={"query": queries[0], "top_n": 5, "return_score": True}
+    ).json()
     assert docs == wire(expected[0]) and scores == [d.score for d in expected[0]]
-    assert httpx.post(f"{server.url}/batch_search", json={"query": queries, "top_n": 5}).json() == \
-        [wire(e) for e in expected]
-    docs, scores = httpx.post(f"{server.url}/batch_search", json={"query": queries, "top_n": 5,
-                                                                   "return_score": True}).json()
+    assert httpx.post(f"{server.url}/batch_search", json={"query": queries, "top_n": 5}).json() == [
+        wire(e) for e in expected
+    ]
+    docs, scores = httpx.post(
+        f"{server.url}/batch_search", json={"query": queries, "top_n": 5, "return_score": True}
+    ).json()
     assert docs == [wire(e) for e in expected] and scores == [[d.score for d in e] for e in expected]
     result = httpx.post(f"{server.url}/retrieve", json={"queries": queries, "topk": 5, "return_scores": True}).json()
-    assert result == {"result": [[{"document": w, "score": d.score} for w, d in zip(wire(e), e, strict=True)]
-                                 for e in expected]}
-    assert httpx.post(f"{server.url}/retrieve", json={"queries": queries, "topk": 5}).json() == \
-        {"result": [wire(e) for e in expected]}
+    assert result == {
+        "result": [[{"document": w, "score": d.score} for w, d in zip(wire(e), e, strict=True)] for e in expected]
+    }
+    assert httpx.post(f"{server.url}/retrieve", json={"queries": queries, "topk": 5}).json() == {
+        "result": [wire(e) for e in expected]
+    }
 
 
 def test_health_names_the_index_and_counts(server, direct):
@@ -192,12 +207,15 @@ def test_bodies_over_the_limit_get_413_before_they_are_read(server):
     """A declared Content-Length over the limit is refused without reading the body; a chunked body (no length)
     is refused as soon as its excess arrives, not buffered whole (a 300 MB body once cost 1.2 GB and 55 s)."""
     limit = httpx.get(f"{server.url}/health").json()["limits"]["max_body_bytes"]
-    response = httpx.post(f"{server.url}/batch_search", content=b" " * (limit + 1),
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{server.url}/batch_search", content=b" " * (limit + 1), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413 and f"{limit:,} bytes" in response.json()["detail"]
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(b"POST /batch_search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /batch_search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
         sent = 0
         try:
@@ -217,8 +235,13 @@ def test_lone_surrogates_and_odd_numbers_never_give_a_5xx(server):
     from hypothesis import strategies as st
 
     any_text = st.text(st.characters(exclude_categories=()), max_size=30)
-    any_k = st.one_of(st.integers(-5, 10**20), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
-                      st.none(), st.text(max_size=3))
+    any_k = st.one_of(
+        st.integers(-5, 10**20),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.booleans(),
+        st.none(),
+        st.text(max_size=3),
+    )
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(queries=st.lists(any_text, max_size=4), k=any_k)
@@ -251,6 +274,7 @@ def test_empty_and_odd_queries_are_answered(server):
 
 # -- load ----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_64_clients_x_100_mixed_requests_all_correct(server, direct):
     """6,400 requests over /search, /batch_search and /retrieve from 64 threads, 0 errors, every answer equal
@@ -261,8 +285,9 @@ def test_64_clients_x_100_mixed_requests_all_correct(server, direct):
     before = httpx.get(f"{server.url}/health").json()["batcher"]
     research = HTTPRetriever(server.url, "research", deadline_s=60, max_connections=64)
     search_r1 = HTTPRetriever(server.url, "search-r1", deadline_s=60, max_connections=64)
-    raw = httpx.Client(base_url=server.url, timeout=60,
-                       limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+    raw = httpx.Client(
+        base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    )
 
     def client(t: int) -> int:
         for j in range(100):
@@ -270,8 +295,9 @@ def test_64_clients_x_100_mixed_requests_all_correct(server, direct):
             queries = [pool[(t * 100 + j + i * 37) % len(pool)] for i in range(1 + j % 3)]
             kind = (t + j) % 3
             if kind == 0:
-                assert raw.post("/search", json={"query": queries[0], "top_n": k}).json() == \
-                    wire(expected[k][queries[0]])
+                assert raw.post("/search", json={"query": queries[0], "top_n": k}).json() == wire(
+                    expected[k][queries[0]]
+                )
             else:
                 got = (research if kind == 1 else search_r1).search(queries, k)
                 assert got == [expected[k][q] for q in queries]
@@ -289,6 +315,7 @@ def test_64_clients_x_100_mixed_requests_all_correct(server, direct):
 
 
 # -- the micro-batcher ----------------------------------------------------------------------------------------
+
 
 class _Recording:
     """A real retriever that records the size of each call it receives."""
@@ -368,7 +395,7 @@ def test_batcher_sheds_load_and_refuses_after_close(threaded):
         batcher.submit(["x"], 5)
 
 
-LONG_QUERIES = [" ".join(q for q in gold_subquestions(120)[i:i + 5]) for i in range(100)]  # ~190 characters
+LONG_QUERIES = [" ".join(q for q in gold_subquestions(120)[i : i + 5]) for i in range(100)]  # ~190 characters
 
 
 def wait_until_searching(url: str, before: int, sender: threading.Thread) -> None:
@@ -398,8 +425,9 @@ def test_a_huge_batch_does_not_starve_small_requests(server, direct):
     latencies = []
     for query in gold_subquestions(5):
         t = time.monotonic()
-        assert httpx.post(f"{server.url}/search", json={"query": query, "top_n": 3}).json() == \
-            wire(direct.search([query], 3)[0])
+        assert httpx.post(f"{server.url}/search", json={"query": query, "top_n": 3}).json() == wire(
+            direct.search([query], 3)[0]
+        )
         latencies.append(time.monotonic() - t)
     sender.join()
     big_s = finished["big"] - started
@@ -413,8 +441,9 @@ def test_sigterm_drains_requests_in_flight_then_exits_0(demo_index):
     srv = Server(demo_index).start()
     reply: dict[str, httpx.Response] = {}
     batch = {"query": [LONG_QUERIES[i % len(LONG_QUERIES)] for i in range(1500)], "top_n": 3}
-    sender = threading.Thread(target=lambda: reply.update(r=httpx.post(f"{srv.url}/batch_search", json=batch,
-                                                                          timeout=120)))
+    sender = threading.Thread(
+        target=lambda: reply.update(r=httpx.post(f"{srv.url}/batch_search", json=batch, timeout=120))
+    )
     try:
         sender.start()
         wait_until_searching(srv.url, 0, sender)
@@ -441,8 +470,10 @@ def test_a_passage_with_a_lone_surrogate_is_served_with_a_replacement_character(
     """JSON can spell a lone surrogate ("\\ud800"); no UTF-8 response can carry one. The corpus reader turns it
     into U+FFFD, so the service answers 200 instead of failing to encode the hit."""
     corpus = tmp_path / "corpus.jsonl"
-    docs = [{"id": "a", "contents": '"Zorblax"\nZorblax is a broken \ud800 city.'},
-            {"id": "b", "contents": '"Other"\nNothing to see here.'}]
+    docs = [
+        {"id": "a", "contents": '"Zorblax"\nZorblax is a broken \ud800 city.'},
+        {"id": "b", "contents": '"Other"\nNothing to see here.'},
+    ]
     corpus.write_text("".join(json.dumps(doc) + "\n" for doc in docs), encoding="utf-8")  # json escapes \ud800
     srv = Server(cached_index(corpus, progress=False)).start()
     try:

@@ -12,10 +12,12 @@ from research_env.retrieval import BM25Retriever, Retriever, cached_index
 from research_env.retrieval.cache import CachedRetriever
 from research_env.retrieval.spec import RetrieverSpec
 
-WIKI = [("d1", '"Paris"\nParis is the capital and largest city of France.'),
-        ("d2", '"Lyon"\nLyon is the third-largest city of France, on the Rhone.'),
-        ("d3", '"Berlin"\nBerlin is the capital of Germany.'),
-        ("d4", '"Nile"\nThe Nile is a river in north-eastern Africa.')]
+WIKI = [
+    ("d1", '"Paris"\nParis is the capital and largest city of France.'),
+    ("d2", '"Lyon"\nLyon is the third-largest city of France, on the Rhone.'),
+    ("d3", '"Berlin"\nBerlin is the capital of Germany.'),
+    ("d4", '"Nile"\nThe Nile is a river in north-eastern Africa.'),
+]
 
 
 @pytest.fixture(scope="module")

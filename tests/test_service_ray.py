@@ -22,8 +22,11 @@ def ray_service(demo_index, ray_cluster) -> Iterator[str]:  # noqa: F811
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(retriever_application(RetrieverSpec(index=str(demo_index)), replicas=2, cpus_per_replica=0.5),
-                  name="retriever", route_prefix="/")
+        serve.run(
+            retriever_application(RetrieverSpec(index=str(demo_index)), replicas=2, cpus_per_replica=0.5),
+            name="retriever",
+            route_prefix="/",
+        )
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()

@@ -34,8 +34,9 @@ def make_env(tokenizer):
 @pytest.mark.parametrize("noise_p", [0.0, 1.0])
 def test_sft_sequence_is_what_the_token_env_builds(small_vocab, noise_p):
     tokenizer, ids = small_vocab
-    example = build_sft_example(make_env(tokenizer), ids[0], noise_p=noise_p, rng=random.Random(1),
-                                vocabulary=["alpha", "beta"])
+    example = build_sft_example(
+        make_env(tokenizer), ids[0], noise_p=noise_p, rng=random.Random(1), vocabulary=["alpha", "beta"]
+    )
     replay = make_env(tokenizer)
     observation, _ = replay.reset(options={"question_id": ids[0]})
     for action in example.actions:
@@ -51,16 +52,18 @@ def test_sft_sequence_is_what_the_token_env_builds(small_vocab, noise_p):
 
 def test_loss_only_on_policy_tokens_and_never_on_results_or_corruption(small_vocab):
     tokenizer, ids = small_vocab
-    example = build_sft_example(make_env(tokenizer), ids[1], noise_p=1.0, rng=random.Random(0),
-                                vocabulary=["alpha", "beta"])
+    example = build_sft_example(
+        make_env(tokenizer), ids[1], noise_p=1.0, rng=random.Random(0), vocabulary=["alpha", "beta"]
+    )
     assert all(p >= m for p, m in zip(example.policy_mask, example.loss_mask, strict=True))
     trained = tokenizer.decode([t for t, m in zip(example.input_ids, example.loss_mask, strict=True) if m])
     env_written = tokenizer.decode([t for t, p in zip(example.input_ids, example.policy_mask, strict=True) if not p])
     assert RESULT_OPEN not in trained and RESULT_CLOSE not in trained
     # the prompt's instructions mention the tags too; a result block starts with " <result>\n"
     assert env_written.count(f" {RESULT_OPEN}\n") == example.corrupted == len(example.actions) - 1
-    masked_policy = [t for t, p, m in zip(example.input_ids, example.policy_mask, example.loss_mask, strict=True)
-                     if p and not m]
+    masked_policy = [
+        t for t, p, m in zip(example.input_ids, example.policy_mask, example.loss_mask, strict=True) if p and not m
+    ]
     queries = [a.split("<search>")[1].split("</search>")[0].strip() for a in example.actions[:-1]]
     assert tokenizer.decode(masked_policy).split() == " ".join(queries).split()  # exactly the corrupted queries
 
@@ -81,8 +84,13 @@ def test_sft_loss_is_masked_nll_and_training_lowers_it(small_vocab):
         full, _ = token_logprobs(model, batch["input_ids"], batch["attention_mask"])
     expected = -(full * batch["loss_mask"]).sum() / batch["loss_mask"].sum()
     assert torch.allclose(loss, expected, atol=1e-5)
-    losses = sft_train(model, examples, SFTConfig(epochs=4, lr=5e-3, batch_size=4, warmup_steps=1),
-                       tokenizer.pad_token_id, log=lambda _: None)
+    losses = sft_train(
+        model,
+        examples,
+        SFTConfig(epochs=4, lr=5e-3, batch_size=4, warmup_steps=1),
+        tokenizer.pad_token_id,
+        log=lambda _: None,
+    )
     assert losses[-1] < losses[0]
 
 

@@ -33,8 +33,9 @@ def test_chat_prompt_uses_the_tokenizer_chat_template():
     tokenizer = build_qwen25_tokenizer()
     prompt = render_prompt(QUESTION, resolve_template(None, apply_chat=True), True, tokenizer)
     system = TEMPLATES["re_search_template_sys"].text
-    assert prompt == (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n"
-                      "<|im_start|>assistant\n")
+    assert prompt == (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_user_templates_from_string_file_and_registry(tmp_path):

@@ -23,8 +23,10 @@ TINY = dict(group_size=2, prompts_per_batch=2, num_minibatches=2, max_new_tokens
 
 def make_trainer(tokenizer, ids, **overrides) -> TorchGRPO:
     config = GRPOSettings(**{**TINY, **overrides})
-    envs = [token_env(gym.make("ReSearch-MuSiQue-v0", top_k=1), tokenizer, config.rollout_config())
-            for _ in range(config.group_size * config.prompts_per_batch)]
+    envs = [
+        token_env(gym.make("ReSearch-MuSiQue-v0", top_k=1), tokenizer, config.rollout_config())
+        for _ in range(config.group_size * config.prompts_per_batch)
+    ]
     return TorchGRPO.create(small_qwen2(tokenizer, seed=0), tokenizer, envs, ids, config)
 
 
@@ -51,8 +53,14 @@ def test_one_iteration_runs_end_to_end_and_changes_the_weights(small_vocab):
     before = weights(trainer.policy)
     metrics = trainer.iteration()
     assert metrics["charts/trained_trajectories"] == 4
-    for key in ("charts/episodic_return", "charts/format_ok_rate", "losses/kl", "losses/entropy", "losses/clipfrac",
-                "charts/tokens_per_s"):
+    for key in (
+        "charts/episodic_return",
+        "charts/format_ok_rate",
+        "losses/kl",
+        "losses/entropy",
+        "losses/clipfrac",
+        "charts/tokens_per_s",
+    ):
         assert key in metrics
     assert any(not torch.equal(a, b) for a, b in zip(before, weights(trainer.policy), strict=True))
     assert all(torch.equal(a, b) for a, b in zip(before, weights(trainer.reference), strict=True))
@@ -61,8 +69,9 @@ def test_one_iteration_runs_end_to_end_and_changes_the_weights(small_vocab):
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
 def test_equal_rewards_in_every_group_give_zero_policy_gradient(small_vocab, algorithm):
     tokenizer, ids = small_vocab
-    trainer = make_trainer(tokenizer, ids, algorithm=algorithm, kl_coef=0.0, entropy_coef=0.0,
-                           drop_zero_advantage=False, lr=1e-2)
+    trainer = make_trainer(
+        tokenizer, ids, algorithm=algorithm, kl_coef=0.0, entropy_coef=0.0, drop_zero_advantage=False, lr=1e-2
+    )
     config = trainer.config
     rollouts = collect_groups(trainer.envs, trainer.backend, ids[:2], config.group_size, config.rollout_config())
     rewards = torch.tensor([t.reward for t in rollouts.trajectories])
@@ -71,8 +80,9 @@ def test_equal_rewards_in_every_group_give_zero_policy_gradient(small_vocab, alg
     advantages = compute_advantages(config.algorithm, rewards, groups)
     assert torch.all(advantages == 0)
     before = weights(trainer.policy)
-    grpo_update(trainer.policy, None, trainer.optimizer, rollouts.trajectories, advantages, config,
-                trainer.backend.pad_token_id)
+    grpo_update(
+        trainer.policy, None, trainer.optimizer, rollouts.trajectories, advantages, config, trainer.backend.pad_token_id
+    )
     assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in trainer.policy.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, weights(trainer.policy), strict=True))
     # and with drop_zero_advantage such groups are dropped: nothing is trained on
@@ -83,11 +93,35 @@ def test_equal_rewards_in_every_group_give_zero_policy_gradient(small_vocab, alg
 @pytest.mark.slow
 def test_train_grpo_torch_script_runs(tmp_path):
     result = subprocess.run(
-        [sys.executable, "scripts/train_grpo_torch.py", "--iterations", "1", "--prompts", "2", "--group-size", "2",
-         "--env", "ReSearch-MuSiQue-v0", "--no-small-vocab", "--no-sft-warmstart", "--eval-every", "0",
-         "--output", str(tmp_path / "run"),
-         "--max-new-tokens", "8", "--max-turns", "1", "--algorithm", "rloo"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "scripts/train_grpo_torch.py",
+            "--iterations",
+            "1",
+            "--prompts",
+            "2",
+            "--group-size",
+            "2",
+            "--env",
+            "ReSearch-MuSiQue-v0",
+            "--no-small-vocab",
+            "--no-sft-warmstart",
+            "--eval-every",
+            "0",
+            "--output",
+            str(tmp_path / "run"),
+            "--max-new-tokens",
+            "8",
+            "--max-turns",
+            "1",
+            "--algorithm",
+            "rloo",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "iter    1/1 | reward" in result.stdout
 

@@ -28,8 +28,11 @@ EOS, IM_END = 151643, 151645  # <|endoftext|>, <|im_end|>: the tiny model's EOS 
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason=f"no vLLM interpreter at {VLLM_PYTHON}: run "
-                       "scripts/setup_vllm_cpu.sh, or set RESEARCH_GYM_VLLM_PYTHON to a python that has vllm"),
+    pytest.mark.skipif(
+        not VLLM_PYTHON.is_file(),
+        reason=f"no vLLM interpreter at {VLLM_PYTHON}: run "
+        "scripts/setup_vllm_cpu.sh, or set RESEARCH_GYM_VLLM_PYTHON to a python that has vllm",
+    ),
 ]
 
 #: Token chains the scripted model follows: after " Edward" it writes " Baring </search>"; after " Paris",
@@ -37,8 +40,13 @@ pytestmark = [
 SCRIPT = (" Edward Baring </search>", " Paris.")
 #: Scaled so the successor's logit beats the echo's by a wide margin (see scripted_model).
 SUCCESSOR_SCALE = 4.0
-FREE_PROMPTS = ["Question: who was the father of Edward Baring? Answer:", "Hello", "The capital of France is " * 6,
-                "<|im_start|>user\nWhere was Marie Curie born?<|im_end|>\n<|im_start|>assistant\n", "1, 2, 3,"]
+FREE_PROMPTS = [
+    "Question: who was the father of Edward Baring? Answer:",
+    "Hello",
+    "The capital of France is " * 6,
+    "<|im_start|>user\nWhere was Marie Curie born?<|im_end|>\n<|im_start|>assistant\n",
+    "1, 2, 3,",
+]
 SEARCH_PROMPT = "Question: who was the father of Edward"
 EOS_PROMPT = "The capital of France is Paris"
 
@@ -89,15 +97,26 @@ def runs(tmp_path_factory) -> list[tuple[list[Generation], list[Generation]]]:
     specs = calls(hf.tokenizer)
     spec = {"model": str(model), "llm_kwargs": {"dtype": "float32", "enforce_eager": True}, "calls": specs}
     (work / "calls.json").write_text(json.dumps(spec), encoding="utf-8")
-    done = subprocess.run([str(VLLM_PYTHON), "-m", "agents.generation.vllm_check", str(work / "calls.json"),
-                           str(work / "results.json")], cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [str(VLLM_PYTHON), "-m", "agents.generation.vllm_check", str(work / "calls.json"), str(work / "results.json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if done.returncode != 0:
-        pytest.fail(f"agents.generation.vllm_check failed ({done.returncode}) with {VLLM_PYTHON}:\n{done.stderr[-4000:]}")
+        pytest.fail(
+            f"agents.generation.vllm_check failed ({done.returncode}) with {VLLM_PYTHON}:\n{done.stderr[-4000:]}"
+        )
     served = json.loads((work / "results.json").read_text(encoding="utf-8"))["calls"]
     pairs = []
     for spec_call, result in zip(specs, served, strict=True):
-        local = hf.generate(spec_call["contexts"], max_new_tokens=spec_call["max_new_tokens"],
-                            stop=spec_call.get("stop", ()), stop_token_ids=spec_call.get("stop_token_ids"))
+        local = hf.generate(
+            spec_call["contexts"],
+            max_new_tokens=spec_call["max_new_tokens"],
+            stop=spec_call.get("stop", ()),
+            stop_token_ids=spec_call.get("stop_token_ids"),
+        )
         pairs.append((local, [Generation(**chunk) for chunk in result["chunks"]]))
     return pairs
 
@@ -105,10 +124,12 @@ def runs(tmp_path_factory) -> list[tuple[list[Generation], list[Generation]]]:
 def assert_same(local: list[Generation], served: list[Generation]) -> None:
     assert [g.token_ids for g in served] == [g.token_ids for g in local]
     assert [(g.text, g.finish_reason, g.retokenized) for g in served] == [
-        (g.text, g.finish_reason, g.retokenized) for g in local]
+        (g.text, g.finish_reason, g.retokenized) for g in local
+    ]
     for a, b in zip(local, served, strict=True):
-        assert all(math.isnan(x) and math.isnan(y) or abs(x - y) < 1e-4 for x, y in zip(a.logprobs, b.logprobs,
-                                                                                          strict=True))
+        assert all(
+            math.isnan(x) and math.isnan(y) or abs(x - y) < 1e-4 for x, y in zip(a.logprobs, b.logprobs, strict=True)
+        )
 
 
 def test_free_greedy_decoding_gives_the_same_tokens_and_logprobs(runs):
@@ -146,7 +167,6 @@ def test_a_stop_string_inside_a_token_is_cut_and_reencoded_alike(runs):
     assert_same(local, served)
 
 
-
 def test_vllm_reads_a_small_vocabulary_checkpoint_as_trained(small_vocab, tmp_path):
     """VLLMBackend hands vLLM ``exact_tokenizer_dir(checkpoint)``: vLLM's own tokenizer loading (AutoTokenizer,
     which beside a Qwen2 config.json would build Qwen2Tokenizer and split digits) must encode as in training."""
@@ -156,10 +176,13 @@ def test_vllm_reads_a_small_vocabulary_checkpoint_as_trained(small_vocab, tmp_pa
     small_qwen2(tokenizer).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     text = "Edward Baring, 1st Baron Revelstoke, born 1828; <search> 2,000 </search>"
-    script = ("import json, sys\nfrom vllm.tokenizers import get_tokenizer\n"
-              "from research_env.tokenizer import exact_tokenizer_dir\n"
-              "print(json.dumps(get_tokenizer(str(exact_tokenizer_dir(sys.argv[1]))).encode(sys.argv[2])))\n")
-    done = subprocess.run([str(VLLM_PYTHON), "-c", script, str(tmp_path), text], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    script = (
+        "import json, sys\nfrom vllm.tokenizers import get_tokenizer\n"
+        "from research_env.tokenizer import exact_tokenizer_dir\n"
+        "print(json.dumps(get_tokenizer(str(exact_tokenizer_dir(sys.argv[1]))).encode(sys.argv[2])))\n"
+    )
+    done = subprocess.run(
+        [str(VLLM_PYTHON), "-c", script, str(tmp_path), text], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == tokenizer.encode(text)

@@ -14,16 +14,56 @@ pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_grpo_rllib.py"
-ARGS = ["--small-vocab", "--sft-warmstart", "--sft-epochs", "2", "--questions", "2", "--sft-questions", "4",
-        "--prompts", "2", "--group-size", "2", "--top-k", "1", "--max-new-tokens", "24", "--max-turns", "3",
-        "--minibatches", "2", "--warmup-iterations", "2", "--lr", "1e-3",
-        "--num-cpus", "2", "--env", "ReSearch-MuSiQue-v0", "--eval-every", "0", "--noisy-copies", "1",
-        "--no-search-share", "0", "--no-split-names", "--no-drop-zero-advantage", "--sft-batch-size", "4"]
+ARGS = [
+    "--small-vocab",
+    "--sft-warmstart",
+    "--sft-epochs",
+    "2",
+    "--questions",
+    "2",
+    "--sft-questions",
+    "4",
+    "--prompts",
+    "2",
+    "--group-size",
+    "2",
+    "--top-k",
+    "1",
+    "--max-new-tokens",
+    "24",
+    "--max-turns",
+    "3",
+    "--minibatches",
+    "2",
+    "--warmup-iterations",
+    "2",
+    "--lr",
+    "1e-3",
+    "--num-cpus",
+    "2",
+    "--env",
+    "ReSearch-MuSiQue-v0",
+    "--eval-every",
+    "0",
+    "--noisy-copies",
+    "1",
+    "--no-search-share",
+    "0",
+    "--no-split-names",
+    "--no-drop-zero-advantage",
+    "--sft-batch-size",
+    "4",
+]
 
 
 def run(output: Path, *extra: str) -> str:
-    done = subprocess.run([sys.executable, str(SCRIPT), "--output", str(output), *ARGS, *extra], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--output", str(output), *ARGS, *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 

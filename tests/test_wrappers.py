@@ -72,8 +72,10 @@ class FakeRetriever:
         results = []
         for query in queries:
             words = set(query.lower().split())
-            docs = [Document(i, text, float(len(words & set(text.lower().split()))) + self.bonus)
-                    for i, text in self.PASSAGES]
+            docs = [
+                Document(i, text, float(len(words & set(text.lower().split()))) + self.bonus)
+                for i, text in self.PASSAGES
+            ]
             results.append(sorted(docs, key=lambda d: -d.score)[:k])
         return results
 
@@ -85,15 +87,22 @@ def tiny_backend() -> Tokenizer:
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    backend.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=512, special_tokens=[EOS, "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    backend.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=512,
+            special_tokens=[EOS, "<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     return backend
 
 
 def fast_tokenizer(backend: Tokenizer, eos: str = EOS, chat_template: str | None = None) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=eos, chat_template=chat_template,
-                                   clean_up_tokenization_spaces=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token=eos, chat_template=chat_template, clean_up_tokenization_spaces=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +131,7 @@ def fake_env(dataset, **kwargs) -> ReSearchEnv:
 
 # --- the token view --------------------------------------------------------------------------------
 
+
 def decode(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
@@ -130,8 +140,13 @@ def check_segments(tokenizer, obs: dict, info: dict, done: bool, truncated: bool
     """Mask runs decode to exactly the text they stand for: env runs to the prompt and the result blocks
     (so no token straddles a boundary), policy runs to the policy's text between them. Only the open
     run of an unfinished episode may decode to more: a carried partial character, decoded as U+FFFD."""
-    text, runs = obs["text"], [(m, [i for i, _ in g]) for m, g in
-                               groupby(zip(obs["input_ids"], obs["policy_mask"], strict=True), key=lambda p: p[1])]
+    text, runs = (
+        obs["text"],
+        [
+            (m, [i for i, _ in g])
+            for m, g in groupby(zip(obs["input_ids"], obs["policy_mask"], strict=True), key=lambda p: p[1])
+        ],
+    )
     env_spans = [(0, info["prompt_length"]), *map(tuple, info["env_spans"])]
     cursor, k = 0, 0
     for n, (mask, ids) in enumerate(runs):
@@ -181,9 +196,30 @@ def run_checked(env: TokenizedEnv, actions: list, *, index: int = 0) -> list[tup
     return steps
 
 
-PIECES = st.sampled_from(["<think>", "</think>", "<search>", "</search>", "</result>", "<answer>", "</answer>",
-                          "\\boxed{Paris}", " ", "\n", "capital of France", "é", "e\u0301", "n\u0303", "中文", "𠀀",
-                          "🧬", "\ufffd", "<|im_end|>", EOS])
+PIECES = st.sampled_from(
+    [
+        "<think>",
+        "</think>",
+        "<search>",
+        "</search>",
+        "</result>",
+        "<answer>",
+        "</answer>",
+        "\\boxed{Paris}",
+        " ",
+        "\n",
+        "capital of France",
+        "é",
+        "e\u0301",
+        "n\u0303",
+        "中文",
+        "𠀀",
+        "🧬",
+        "\ufffd",
+        "<|im_end|>",
+        EOS,
+    ]
+)
 HUGE = st.just("a huge chunk " * 700)  # 9.1k characters: more than the fuzzed envs' whole budget (below)
 CHUNK_TEXT = st.lists(st.one_of(PIECES, st.text(max_size=6), HUGE), max_size=6).map("".join)
 ENDINGS = st.sampled_from(["", "", "</search>", " </search>\n", EOS])
@@ -194,8 +230,9 @@ def episode_actions(tokenizer) -> st.SearchStrategy[list]:
     (splitting multi-byte characters over two steps), text actions, and arbitrary ids (raw bytes, EOS)."""
     byte_ids = sorted(tokenizer.convert_tokens_to_ids(c) for c in pre_tokenizers.ByteLevel.alphabet())
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
-    raw = st.lists(st.one_of(st.sampled_from(byte_ids), st.integers(0, len(tokenizer) - 1), st.just(eos_id)),
-                   max_size=5).map(lambda ids: [ids])
+    raw = st.lists(
+        st.one_of(st.sampled_from(byte_ids), st.integers(0, len(tokenizer) - 1), st.just(eos_id)), max_size=5
+    ).map(lambda ids: [ids])
 
     @st.composite
     def chunk(draw) -> list:
@@ -283,7 +320,7 @@ def test_passages_cannot_inject_added_tokens(qwen_view, tiny_view):
     """Every added token counts, not only the special ones: Qwen's <tool_call> (151657) is an ordinary added
     token, which the tokenizer's split_special_tokens would have kept."""
     for view in (qwen_view, tiny_view):
-        (_, obs, *_), = run_checked(view, ["<search> passage quotes plain text </search>"])
+        ((_, obs, *_),) = run_checked(view, ["<search> passage quotes plain text </search>"])
         assert f"quotes {EOS}, <|im_end|> and <tool_call> as" in obs["text"]
         env_ids = {i for i, m in zip(obs["input_ids"], obs["policy_mask"], strict=True) if m == 0}
         assert env_ids.isdisjoint(view.tokenizer.added_tokens_decoder)
@@ -294,12 +331,12 @@ def test_a_lone_surrogate_is_a_clear_error_and_passages_never_carry_one(qwen_vie
     qwen_view.reset(options={"index": 0})
     with pytest.raises(TokenizationError, match="lone surrogate"):
         qwen_view.step("a \ud800 b")
-    (_, obs, *_), = run_checked(qwen_view, ["<search> passage holding tags </search>"])
+    ((_, obs, *_),) = run_checked(qwen_view, ["<search> passage holding tags </search>"])
     assert "a lone surrogate \ufffd." in obs["text"]
 
 
 def test_a_decomposed_character_stays_decomposed(qwen_view):
-    (_, obs, *_), = run_checked(qwen_view, ["<search> La Flintridge city </search>"])
+    ((_, obs, *_),) = run_checked(qwen_view, ["<search> La Flintridge city </search>"])
     assert "La Can\u0303ada" in obs["text"]  # Qwen's NFC would have composed it
 
 
@@ -317,9 +354,11 @@ def test_a_real_bm25_episode_keeps_the_token_invariants_and_replays(qwen, tmp_pa
 
     env = RecordTrace(stack(), tmp_path)
     question = "Polish-Russian War"
-    actions = [f"<think> I need facts. </think><search> {question} </search>",
-               qwen(" <search> Cañada Flintridge </search>", add_special_tokens=False)["input_ids"],
-               qwen(ANSWER + EOS, add_special_tokens=False)["input_ids"]]
+    actions = [
+        f"<think> I need facts. </think><search> {question} </search>",
+        qwen(" <search> Cañada Flintridge </search>", add_special_tokens=False)["input_ids"],
+        qwen(ANSWER + EOS, add_special_tokens=False)["input_ids"],
+    ]
     steps = run_checked(env.env.env, actions)  # checked on the bare token view, then recorded through the stack
     assert [s[5]["num_searches"] for s in steps] == [1, 2, 2] and steps[-1][3]
     env.reset(options={"index": 0})
@@ -330,6 +369,7 @@ def test_a_real_bm25_episode_keeps_the_token_invariants_and_replays(qwen, tmp_pa
 
 
 # --- budgets ---------------------------------------------------------------------------------------
+
 
 def test_max_turns_truncates_after_that_many_chunks(musique):
     env = Budget(fake_env(musique), max_turns=2)
@@ -376,6 +416,7 @@ def test_max_tokens_needs_the_token_view_and_searches_are_the_envs_budget(musiqu
 
 # --- chat template ---------------------------------------------------------------------------------
 
+
 def chat_env(dataset, tokenizer, **kwargs) -> ReSearchEnv:
     return fake_env(dataset, apply_chat=True, tokenizer=tokenizer, **kwargs)
 
@@ -398,8 +439,9 @@ def test_chat_template_mismatches_are_errors(backend, musique):
     other = fast_tokenizer(backend, "<|im_end|>", CHAT_TEMPLATE.replace("<|im_start|>", "<|im_start|> "))
     with pytest.raises(ChatTemplateError, match="prompt differs"):
         ChatTemplate(chat_env(musique, chatml), other).reset(options={"index": 0})
-    drops_thinking = fast_tokenizer(backend, "<|im_end|>", CHAT_TEMPLATE.replace(
-        "message['content']", "message['content'].split('</think>')[-1]"))
+    drops_thinking = fast_tokenizer(
+        backend, "<|im_end|>", CHAT_TEMPLATE.replace("message['content']", "message['content'].split('</think>')[-1]")
+    )
     env = ChatTemplate(chat_env(musique, drops_thinking), drops_thinking)
     env.reset(options={"index": 0})
     with pytest.raises(ChatTemplateError, match="verbatim"):
@@ -411,6 +453,7 @@ def test_chat_template_mismatches_are_errors(backend, musique):
 
 
 # --- traces and replay -----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def recorded(musique, tmp_path) -> tuple[Path, float]:
@@ -442,8 +485,9 @@ def test_a_recorded_episode_replays_bit_for_bit(recorded, musique):
     assert replay(path, fake_env(musique, top_k=2)) == reward
 
 
-@pytest.mark.parametrize(("field", "value"), [("action", ANSWER.replace("Paris", "Lyon") + EOS),
-                                              ("reward", 0.5), ("obs_sha256", "0" * 64)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("action", ANSWER.replace("Paris", "Lyon") + EOS), ("reward", 0.5), ("obs_sha256", "0" * 64)]
+)
 def test_an_edited_trace_is_rejected_even_when_resealed(recorded, musique, field, value):
     path, _ = recorded
     records = load_trace(path)
@@ -493,6 +537,7 @@ def test_traces_are_never_overwritten(musique, tmp_path):
 
 # --- statistics and vector envs --------------------------------------------------------------------
 
+
 def test_episode_statistics(tiny, musique):
     env = EpisodeStatistics(TokenizedEnv(fake_env(musique), tiny))
     env.reset(options={"index": 0})
@@ -508,8 +553,9 @@ def test_episode_statistics(tiny, musique):
 
 def training_stack(dataset: str, tokenizer, trace_dir: Path, worker: int) -> gym.Env:
     env = TokenizedEnv(fake_env(load_qa_dataset(dataset)), tokenizer)
-    return EpisodeStatistics(RecordTrace(Budget(env, max_tokens=4096, max_turns=3), trace_dir,
-                                         name_prefix=f"worker{worker}"))
+    return EpisodeStatistics(
+        RecordTrace(Budget(env, max_tokens=4096, max_turns=3), trace_dir, name_prefix=f"worker{worker}")
+    )
 
 
 @pytest.mark.parametrize("vector_env", [SyncVectorEnv, AsyncVectorEnv, BatchedRetrievalVectorEnv])
@@ -535,8 +581,12 @@ def test_the_stack_runs_in_vector_envs_with_next_step_autoreset(vector_env, tiny
     finally:
         envs.close()
     traces = sorted(tmp_path.glob("*.jsonl"))
-    assert [p.name for p in traces] == ["worker0-000000.jsonl", "worker0-000001.jsonl", "worker1-000000.jsonl",
-                                        "worker1-000001.jsonl"]
+    assert [p.name for p in traces] == [
+        "worker0-000000.jsonl",
+        "worker0-000001.jsonl",
+        "worker1-000000.jsonl",
+        "worker1-000001.jsonl",
+    ]
     for path in (traces[0], traces[2]):  # the finished episodes replay; the open ones are incomplete
         replay(path, Budget(TokenizedEnv(fake_env(musique), tiny), max_tokens=4096, max_turns=3))
     with pytest.raises(TraceMismatchError, match="incomplete"):
@@ -544,6 +594,7 @@ def test_the_stack_runs_in_vector_envs_with_next_step_autoreset(vector_env, tiny
 
 
 # --- recovery after a retriever outage (issue 12, item 3) -------------------------------------------------------
+
 
 class SurrogateFreeRetriever(FakeRetriever):
     """FakeRetriever without its lone-surrogate passage, which the service cannot send as JSON (issue 12 item 4)."""
@@ -593,8 +644,10 @@ def test_a_failed_search_is_retried_under_the_whole_stack_and_replays(service, t
 
     client = HTTPRetriever(service.url, deadline_s=1.0, backoff_s=0.05)
     env = RecordTrace(stack(client), tmp_path)
-    ids = [tiny(text + end, add_special_tokens=False)["input_ids"]
-           for text, end in ((SEARCH, ""), ("<search> La Flintridge city </search>", ""), (ANSWER, EOS))]
+    ids = [
+        tiny(text + end, add_special_tokens=False)["input_ids"]
+        for text, end in ((SEARCH, ""), ("<search> La Flintridge city </search>", ""), (ANSWER, EOS))
+    ]
     env.reset(options={"index": 0})
     first = env.step(ids[0])[0]
     service.stop()

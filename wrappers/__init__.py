@@ -13,7 +13,17 @@ from wrappers.tokenized import TokenIds, TokenizationError, TokenizedEnv
 from wrappers.trace import RecordTrace, TraceMismatchError, load_trace, observation_digest, replay
 
 __all__ = [
-    "RESEARCH_MAX_TOKENS", "Budget", "ChatTemplate", "ChatTemplateError", "EpisodeStatistics", "RecordTrace",
-    "TokenIds", "TokenizationError", "TokenizedEnv", "TraceMismatchError", "load_trace", "observation_digest",
+    "RESEARCH_MAX_TOKENS",
+    "Budget",
+    "ChatTemplate",
+    "ChatTemplateError",
+    "EpisodeStatistics",
+    "RecordTrace",
+    "TokenIds",
+    "TokenizationError",
+    "TokenizedEnv",
+    "TraceMismatchError",
+    "load_trace",
+    "observation_digest",
     "replay",
 ]

@@ -12,7 +12,6 @@ from research_env.reward import EpisodeOutcome
 RESEARCH_MAX_TOKENS = 8192
 
 
-
 class Budget(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Truncate when the context passes ``max_tokens`` or the policy has taken ``max_turns`` steps.
 

@@ -55,8 +55,10 @@ class ChatTemplate(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ChatTemplateError(f"{type(tokenizer).__name__} has no chat template")
         eos = env.unwrapped.eos_token
         if len(tokenizer(eos, add_special_tokens=False)["input_ids"]) != 1:
-            raise ChatTemplateError(f"the env ends a response at {eos!r}, which the tokenizer does not encode as one "
-                                    "token; pass the model's end-of-turn token as the env's eos_token")
+            raise ChatTemplateError(
+                f"the env ends a response at {eos!r}, which the tokenizer does not encode as one "
+                "token; pass the model's end-of-turn token as the env's eos_token"
+            )
         self.tokenizer = tokenizer
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -64,8 +66,10 @@ class ChatTemplate(gym.Wrapper, gym.utils.RecordConstructorArgs):
         messages = self.messages()
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if rendered != self.env.unwrapped.prompt:
-            raise ChatTemplateError("the env's prompt differs from the tokenizer's chat template rendering of the same "
-                                    "messages: make the env with tokenizer= the model's tokenizer")
+            raise ChatTemplateError(
+                "the env's prompt differs from the tokenizer's chat template rendering of the same "
+                "messages: make the env with tokenizer= the model's tokenizer"
+            )
         return obs, {**info, "messages": messages}
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -78,8 +82,10 @@ class ChatTemplate(gym.Wrapper, gym.utils.RecordConstructorArgs):
             except ValueError:  # transformers' way of saying that the template rewrote the final message
                 rendered = None
             if rendered != transcript:
-                raise ChatTemplateError("the chat template does not render the assistant's response verbatim, so a "
-                                        "chat backend given info['messages'] would see another transcript")
+                raise ChatTemplateError(
+                    "the chat template does not render the assistant's response verbatim, so a "
+                    "chat backend given info['messages'] would see another transcript"
+                )
         return obs, reward, terminated, truncated, {**info, "messages": messages}
 
     def messages(self) -> list[dict[str, str]]:

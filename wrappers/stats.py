@@ -53,8 +53,14 @@ class EpisodeStatistics(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if "search" in info:
             self._retrieval_s += info["search"]["latency_s"]
         if terminated or truncated:
-            episode = {"r": self._return, "l": self._length, "t": round(time.perf_counter() - self._start, 6),
-                       "searches": info["num_searches"], "env_s": self._env_s, "retrieval_s": self._retrieval_s}
+            episode = {
+                "r": self._return,
+                "l": self._length,
+                "t": round(time.perf_counter() - self._start, 6),
+                "searches": info["num_searches"],
+                "env_s": self._env_s,
+                "retrieval_s": self._retrieval_s,
+            }
             if isinstance(obs, dict) and "policy_mask" in obs:
                 episode["response_tokens"] = sum(obs["policy_mask"])
             info = {**info, "episode": episode}

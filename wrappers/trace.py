@@ -80,9 +80,19 @@ class RecordTrace(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._file = self.trace_path.open("x", encoding="utf-8")
         self._digest = hashlib.sha256()
         env = self.env.unwrapped
-        self._write({"type": "reset", "format": TRACE_FORMAT, "question_id": info["question_id"], "seed": seed,
-                     "options": options or {}, "index": env.retriever.identity, "top_k": env.top_k,
-                     "eos_token": env.eos_token, "obs_sha256": observation_digest(obs)})
+        self._write(
+            {
+                "type": "reset",
+                "format": TRACE_FORMAT,
+                "question_id": info["question_id"],
+                "seed": seed,
+                "options": options or {},
+                "index": env.retriever.identity,
+                "top_k": env.top_k,
+                "eos_token": env.eos_token,
+                "obs_sha256": observation_digest(obs),
+            }
+        )
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -94,9 +104,14 @@ class RecordTrace(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise
         if self._failed_action is not None:  # a retried search (an empty action): replay takes it in one step
             action, self._failed_action = self._failed_action, None
-        record = {"type": "step", "action": action if isinstance(action, str) else [int(i) for i in action],
-                  "reward": float(reward), "terminated": bool(terminated), "truncated": bool(truncated),
-                  "obs_sha256": observation_digest(obs)}
+        record = {
+            "type": "step",
+            "action": action if isinstance(action, str) else [int(i) for i in action],
+            "reward": float(reward),
+            "terminated": bool(terminated),
+            "truncated": bool(truncated),
+            "obs_sha256": observation_digest(obs),
+        }
         if "search" in info:
             record["search"] = info["search"]
         self._write(record)
@@ -143,14 +158,17 @@ def replay(trace: str | os.PathLike | list[dict[str, Any]], env: gym.Env) -> flo
     """
     records = trace if isinstance(trace, list) else load_trace(trace)
     if len(records) < 2 or records[0].get("type") != "reset" or records[-1].get("type") != "end":
-        raise TraceMismatchError("the trace is incomplete: it needs a reset line first and an end line last "
-                                 "(the recorded episode was cut short, or lines were removed)")
+        raise TraceMismatchError(
+            "the trace is incomplete: it needs a reset line first and an end line last "
+            "(the recorded episode was cut short, or lines were removed)"
+        )
     head, steps, end = records[0], records[1:-1], records[-1]
     if head.get("format") != TRACE_FORMAT:
         raise TraceMismatchError(f"trace format {head.get('format')!r} is not {TRACE_FORMAT}")
     if hashlib.sha256("".join(map(_line, records[:-1])).encode()).hexdigest() != end.get("sha256"):
-        raise TraceMismatchError("the trace was altered after recording: its lines do not match the digest "
-                                 "in its end line")
+        raise TraceMismatchError(
+            "the trace was altered after recording: its lines do not match the digest in its end line"
+        )
     unwrapped = env.unwrapped
     _expect("env", "the index identity", unwrapped.retriever.identity, head["index"])
     _expect("env", "top_k", unwrapped.top_k, head["top_k"])

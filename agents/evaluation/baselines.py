@@ -15,13 +15,18 @@ from agents.evaluation.records import EpisodeRecord, record_from_info
 from agents.generation.base import GenerationBackend
 from research_env.retrieval import Document, Retriever
 
-NAIVE_INSTRUCTION = ("Answer the question based on your own knowledge. Only give me the answer and do not output "
-                     "any other words.")
-RAG_INSTRUCTION = ("Answer the question based on the given documents. Only give me the answer and do not output "
-                   "any other words.\n\nThe following are given documents.\n\n{documents}")
-IRCOT_INSTRUCTION = ("You answer a multi-hop question using the given documents. Reason one sentence at a time; "
-                     "when you know the answer, write \"So the answer is: <answer>\".\n\n"
-                     "The following are given documents.\n\n{documents}")
+NAIVE_INSTRUCTION = (
+    "Answer the question based on your own knowledge. Only give me the answer and do not output any other words."
+)
+RAG_INSTRUCTION = (
+    "Answer the question based on the given documents. Only give me the answer and do not output "
+    "any other words.\n\nThe following are given documents.\n\n{documents}"
+)
+IRCOT_INSTRUCTION = (
+    "You answer a multi-hop question using the given documents. Reason one sentence at a time; "
+    'when you know the answer, write "So the answer is: <answer>".\n\n'
+    "The following are given documents.\n\n{documents}"
+)
 _ANSWER_MARK = re.compile(r"so the answer is:?", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 #: Characters that would break the tag format the answer is submitted in.
@@ -58,7 +63,7 @@ class PromptedBaseline:
 
     def run(self, envs: Sequence[gym.Env], question_ids: Sequence[str]) -> Iterator[EpisodeRecord]:
         for start in range(0, len(question_ids), len(envs)):
-            batch = list(zip(envs, question_ids[start:start + len(envs)], strict=False))
+            batch = list(zip(envs, question_ids[start : start + len(envs)], strict=False))
             for env, qid in batch:
                 env.reset(options={"question_id": qid})
             questions = [env.unwrapped.record.question for env, _ in batch]
@@ -71,12 +76,18 @@ class PromptedBaseline:
 
     def _submit(self, env: gym.Env, answer: _Answer) -> EpisodeRecord:
         final = answer.answer.translate(_TAG_CHARS).strip()
-        thought = (answer.thought.translate(_TAG_CHARS).strip() or "I answer from the prompt.")
+        thought = answer.thought.translate(_TAG_CHARS).strip() or "I answer from the prompt."
         eos = env.unwrapped.eos_token
         _, reward, _, _, info = env.step(f"<think> {thought} </think>\n<answer> \\boxed{{{final}}} </answer>{eos}")
-        return record_from_info(env, reward, info, env.unwrapped.response, num_searches=len(answer.queries),
-                                generated_tokens=answer.generated_tokens,
-                                details={"agent": self.name, "raw_answer": answer.answer, "queries": answer.queries})
+        return record_from_info(
+            env,
+            reward,
+            info,
+            env.unwrapped.response,
+            num_searches=len(answer.queries),
+            generated_tokens=answer.generated_tokens,
+            details={"agent": self.name, "raw_answer": answer.answer, "queries": answer.queries},
+        )
 
     def _prompt(self, instruction: str, question: str, continuation: str = "") -> list[int]:
         tokenizer = self.backend.tokenizer
@@ -120,8 +131,10 @@ class NaiveRAG(PromptedBaseline):
 
     def answer(self, questions: list[str], retriever: Retriever) -> list[_Answer]:
         documents = retriever.search(questions, self.top_k)
-        prompts = [self._prompt(RAG_INSTRUCTION.format(documents=render_documents(docs)), q)
-                   for q, docs in zip(questions, documents, strict=True)]
+        prompts = [
+            self._prompt(RAG_INSTRUCTION.format(documents=render_documents(docs)), q)
+            for q, docs in zip(questions, documents, strict=True)
+        ]
         outputs = self._generate(prompts, self.max_answer_tokens)
         return [_Answer(text, queries=[q], generated_tokens=n) for q, (text, n) in zip(questions, outputs, strict=True)]
 
@@ -139,10 +152,13 @@ class IterRetGen(PromptedBaseline):
         for _ in range(self.iterations):
             queries = [f"{q} {a.answer}".strip() for q, a in zip(questions, answers, strict=True)]
             documents = retriever.search(queries, self.top_k)
-            prompts = [self._prompt(RAG_INSTRUCTION.format(documents=render_documents(docs)), q)
-                       for q, docs in zip(questions, documents, strict=True)]
-            for a, query, (text, n) in zip(answers, queries, self._generate(prompts, self.max_answer_tokens),
-                                           strict=True):
+            prompts = [
+                self._prompt(RAG_INSTRUCTION.format(documents=render_documents(docs)), q)
+                for q, docs in zip(questions, documents, strict=True)
+            ]
+            for a, query, (text, n) in zip(
+                answers, queries, self._generate(prompts, self.max_answer_tokens), strict=True
+            ):
                 a.answer, a.generated_tokens = text, a.generated_tokens + n
                 a.queries.append(query)
         return answers
@@ -164,8 +180,14 @@ class IRCoT(PromptedBaseline):
         thoughts: list[list[str]] = [[] for _ in questions]
         active = list(range(len(questions)))
         while active:
-            prompts = [self._prompt(IRCOT_INSTRUCTION.format(documents=render_documents(documents[i])), questions[i],
-                                    " ".join(["", *thoughts[i]])) for i in active]
+            prompts = [
+                self._prompt(
+                    IRCOT_INSTRUCTION.format(documents=render_documents(documents[i])),
+                    questions[i],
+                    " ".join(["", *thoughts[i]]),
+                )
+                for i in active
+            ]
             outputs = self._generate(prompts, self.max_sentence_tokens)
             searching = []
             for i, (text, n) in zip(active, outputs, strict=True):
@@ -173,7 +195,7 @@ class IRCoT(PromptedBaseline):
                 thoughts[i].append(sentence)
                 answers[i].generated_tokens += n
                 if (mark := _ANSWER_MARK.search(sentence)) is not None:
-                    answers[i].answer = sentence[mark.end():].strip()
+                    answers[i].answer = sentence[mark.end() :].strip()
                 elif sentence and len(answers[i].queries) < self.max_searches:
                     searching.append(i)
             if searching:
@@ -188,12 +210,15 @@ class IRCoT(PromptedBaseline):
             a.thought = " ".join(steps)
         return answers
 
-    def _answer_unfinished(self, questions: list[str], answers: list[_Answer], documents: list[list[Document]],
-                           thoughts: list[list[str]]) -> None:
+    def _answer_unfinished(
+        self, questions: list[str], answers: list[_Answer], documents: list[list[Document]], thoughts: list[list[str]]
+    ) -> None:
         unfinished = [i for i, a in enumerate(answers) if not _ANSWER_MARK.search(" ".join(thoughts[i]))]
         if not unfinished:
             return
-        prompts = [self._prompt(RAG_INSTRUCTION.format(documents=render_documents(documents[i])), questions[i])
-                   for i in unfinished]
+        prompts = [
+            self._prompt(RAG_INSTRUCTION.format(documents=render_documents(documents[i])), questions[i])
+            for i in unfinished
+        ]
         for i, (text, n) in zip(unfinished, self._generate(prompts, self.max_answer_tokens), strict=True):
             answers[i].answer, answers[i].generated_tokens = text, answers[i].generated_tokens + n

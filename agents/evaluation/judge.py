@@ -29,8 +29,11 @@ def parse_verdict(text: str) -> dict[str, Any]:
             continue
         if isinstance(data, dict) and "judgement" in data:
             rationale = data.get("rationale")
-            return {"rationale": "" if rationale is None else str(rationale),
-                    "judgement": _VERDICTS.get(str(data["judgement"]).strip().lower()), "raw": text}
+            return {
+                "rationale": "" if rationale is None else str(rationale),
+                "judgement": _VERDICTS.get(str(data["judgement"]).strip().lower()),
+                "raw": text,
+            }
     return {"rationale": "", "judgement": None, "raw": text}
 
 
@@ -52,7 +55,16 @@ class LLMJudge:
         if not prediction:
             return {"rationale": "no answer was extracted", "judgement": False, "raw": ""}
         reply = self._client.chat.completions.create(
-            model=self.model, temperature=0.0, max_tokens=256,
-            messages=[{"role": "user", "content": JUDGE_PROMPT.format(
-                question=question, golden=json.dumps(golden_answers), prediction=prediction)}])
+            model=self.model,
+            temperature=0.0,
+            max_tokens=256,
+            messages=[
+                {
+                    "role": "user",
+                    "content": JUDGE_PROMPT.format(
+                        question=question, golden=json.dumps(golden_answers), prediction=prediction
+                    ),
+                }
+            ],
+        )
         return parse_verdict(reply.choices[0].message.content or "")

@@ -40,8 +40,10 @@ def search_action(hop_question: str, query: str) -> str:
 
 def answer_action(answer: str, eos_token: str) -> str:
     """The oracle's final chunk: the gold answer, boxed, then EOS."""
-    return (f" <think> The passages give the answer: {answer}. </think>\n"
-            f"<answer> The answer is \\boxed{{{answer}}} </answer>{eos_token}")
+    return (
+        f" <think> The passages give the answer: {answer}. </think>\n"
+        f"<answer> The answer is \\boxed{{{answer}}} </answer>{eos_token}"
+    )
 
 
 @dataclass
@@ -79,6 +81,10 @@ class OracleAgent:
         env = envs[0]
         for qid in question_ids:
             episode = run_oracle_episode(env, qid)
-            yield record_from_info(env, episode.reward, episode.info, env.unwrapped.response,
-                                   details={"agent": self.name, "queries": episode.queries,
-                                            "retrieved_ids": episode.retrieved_ids})
+            yield record_from_info(
+                env,
+                episode.reward,
+                episode.info,
+                env.unwrapped.response,
+                details={"agent": self.name, "queries": episode.queries, "retrieved_ids": episode.retrieved_ids},
+            )

@@ -36,16 +36,34 @@ class EpisodeRecord:
     prompt: str = ""
 
 
-def record_from_info(env: gym.Env, reward: float, info: dict[str, Any], response: str, *,
-                     num_searches: int | None = None, generated_tokens: int = 0,
-                     details: dict[str, Any] | None = None) -> EpisodeRecord:
+def record_from_info(
+    env: gym.Env,
+    reward: float,
+    info: dict[str, Any],
+    response: str,
+    *,
+    num_searches: int | None = None,
+    generated_tokens: int = 0,
+    details: dict[str, Any] | None = None,
+) -> EpisodeRecord:
     """The record of the episode that just ended in ``env`` with final ``info``."""
     question, outcome = env.unwrapped.record, EpisodeOutcome.from_info(info)
     return EpisodeRecord(
-        question_id=question.id, question=question.question, golden_answers=list(question.golden_answers),
-        answer=outcome.answer, em=outcome.em, f1=outcome.f1, acc=outcome.acc, format_ok=outcome.format_ok,
-        reward=float(reward), num_searches=int(info["num_searches"] if num_searches is None else num_searches),
-        generated_tokens=generated_tokens, response=response, reason=outcome.reason, details=details or {}, prompt=env.unwrapped.prompt,
+        question_id=question.id,
+        question=question.question,
+        golden_answers=list(question.golden_answers),
+        answer=outcome.answer,
+        em=outcome.em,
+        f1=outcome.f1,
+        acc=outcome.acc,
+        format_ok=outcome.format_ok,
+        reward=float(reward),
+        num_searches=int(info["num_searches"] if num_searches is None else num_searches),
+        generated_tokens=generated_tokens,
+        response=response,
+        reason=outcome.reason,
+        details=details or {},
+        prompt=env.unwrapped.prompt,
     )
 
 

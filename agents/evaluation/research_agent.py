@@ -26,7 +26,17 @@ class ReSearchAgent:
             text, info = episode.observation["text"], episode.info
             env = next(e for e in token_envs if e.unwrapped.record.id == episode.question_id)
             yield record_from_info(
-                env, episode.reward, info, text[info["prompt_length"]:], generated_tokens=episode.generated_tokens,
-                details={"agent": self.name, "turns": len(episode.chunks), "truncated": episode.truncated,
-                         "finish_reasons": [c.finish_reason for c in episode.chunks],
-                         "generate_s": episode.generate_s, "env_s": episode.env_s})
+                env,
+                episode.reward,
+                info,
+                text[info["prompt_length"] :],
+                generated_tokens=episode.generated_tokens,
+                details={
+                    "agent": self.name,
+                    "turns": len(episode.chunks),
+                    "truncated": episode.truncated,
+                    "finish_reasons": [c.finish_reason for c in episode.chunks],
+                    "generate_s": episode.generate_s,
+                    "env_s": episode.env_s,
+                },
+            )

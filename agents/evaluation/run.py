@@ -76,8 +76,10 @@ class EvalConfig:
         if self.template is not None and self.agent != "research":
             raise ValueError(f"template applies to the research agent only; {self.agent!r} prompts FlashRAG-style")
         if not self.uses_random_model and self.model is not None and not Path(self.model).expanduser().is_dir():
-            raise ValueError(f"model {self.model}: no such directory (a HF checkpoint, a training run or an RLlib "
-                             "checkpoint; the hub is not used)")
+            raise ValueError(
+                f"model {self.model}: no such directory (a HF checkpoint, a training run or an RLlib "
+                "checkpoint; the hub is not used)"
+            )
 
     @property
     def uses_random_model(self) -> bool:
@@ -122,8 +124,10 @@ def resolve_dataset(name_or_path: str) -> tuple[str, Path]:
     try:
         return name_or_path, demo_dataset(name_or_path)
     except KeyError:
-        raise FileNotFoundError(f"dataset {name_or_path!r} is neither a file nor a shipped sample "
-                                f"({', '.join(sorted(DEMO_DATASETS))}, 2wiki)") from None
+        raise FileNotFoundError(
+            f"dataset {name_or_path!r} is neither a file nor a shipped sample "
+            f"({', '.join(sorted(DEMO_DATASETS))}, 2wiki)"
+        ) from None
 
 
 def resolve_model(model: str | None) -> str | None:
@@ -147,12 +151,19 @@ def make_backend(config: EvalConfig) -> GenerationBackend:
 
         model = resolve_model(config.model)
         tokenizer = load_tokenizer(model if model not in (None, "tiny", "tiny-qwen2") else None)
-        return OpenAIBackend(config.base_url, config.api_model, tokenizer, temperature=config.temperature,
-                             seed=config.seed, max_workers=config.batch_size)
+        return OpenAIBackend(
+            config.base_url,
+            config.api_model,
+            tokenizer,
+            temperature=config.temperature,
+            seed=config.seed,
+            max_workers=config.batch_size,
+        )
     from agents.generation.hf_backend import HFBackend
 
-    return HFBackend.from_pretrained(resolve_model(config.model), temperature=config.temperature, seed=config.seed,
-                                     batch_size=config.batch_size)
+    return HFBackend.from_pretrained(
+        resolve_model(config.model), temperature=config.temperature, seed=config.seed, batch_size=config.batch_size
+    )
 
 
 def make_agent(config: EvalConfig) -> Agent:
@@ -162,8 +173,9 @@ def make_agent(config: EvalConfig) -> Agent:
     backend = make_backend(config)
     if config.agent == "research":
         return ReSearchAgent(backend, config.rollout)
-    baseline = {"naive_generation": NaiveGeneration, "naive_rag": NaiveRAG, "iter_retgen": IterRetGen,
-                "ircot": IRCoT}[config.agent]
+    baseline = {"naive_generation": NaiveGeneration, "naive_rag": NaiveRAG, "iter_retgen": IterRetGen, "ircot": IRCoT}[
+        config.agent
+    ]
     return baseline(backend, apply_chat=config.apply_chat, top_k=config.top_k)
 
 
@@ -210,8 +222,15 @@ def aggregate(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     if n == 0:
         return {"n": 0, **dict.fromkeys(METRICS, 0.0)}
     mean = lambda key: sum(float(r[key]) for r in records) / n  # noqa: E731
-    result = {"n": n, "em": mean("em"), "f1": mean("f1"), "acc": mean("acc"), "format_ok_rate": mean("format_ok"),
-              "searches_per_question": mean("num_searches"), "tokens": mean("generated_tokens")}
+    result = {
+        "n": n,
+        "em": mean("em"),
+        "f1": mean("f1"),
+        "acc": mean("acc"),
+        "format_ok_rate": mean("format_ok"),
+        "searches_per_question": mean("num_searches"),
+        "tokens": mean("generated_tokens"),
+    }
     verdicts = [r.get("judge", {}).get("judgement") for r in records]
     if all(v is not None for v in verdicts):
         result["judge_acc"] = sum(map(bool, verdicts)) / n
@@ -225,9 +244,12 @@ def evaluate(config: EvalConfig, output_dir: str | os.PathLike, *, progress: boo
     Returns the results of this call's datasets; the run's ``results.json`` keeps those of earlier calls too.
     """
     if config.uses_random_model:
-        warnings.warn("no --model given: the tiny RANDOM default model only exercises the pipeline and scores 0; "
-                      "pass a trained checkpoint (--model DIR) or a server (--base-url, --api-model)",
-                      RandomModelWarning, stacklevel=2)
+        warnings.warn(
+            "no --model given: the tiny RANDOM default model only exercises the pipeline and scores 0; "
+            "pass a trained checkpoint (--model DIR) or a server (--base-url, --api-model)",
+            RandomModelWarning,
+            stacklevel=2,
+        )
     output = Path(output_dir)
     run = run_directory(output, config)
     key = config.key()
@@ -246,12 +268,22 @@ def evaluate(config: EvalConfig, output_dir: str | os.PathLike, *, progress: boo
         if todo:
             agent = agent or make_agent(config)
             tokenizer = getattr(getattr(agent, "backend", None), "tokenizer", None)
-            envs = [gym.make("ReSearch-v0", dataset=dataset, corpus=config.corpus, top_k=config.top_k,
-                             apply_chat=config.apply_chat, template=config.template, tokenizer=tokenizer)
-                    for _ in range(1 if config.agent == "oracle" else config.batch_size)]
+            envs = [
+                gym.make(
+                    "ReSearch-v0",
+                    dataset=dataset,
+                    corpus=config.corpus,
+                    top_k=config.top_k,
+                    apply_chat=config.apply_chat,
+                    template=config.template,
+                    tokenizer=tokenizer,
+                )
+                for _ in range(1 if config.agent == "oracle" else config.batch_size)
+            ]
             with trace_path.open("a", encoding="utf-8") as traces:
-                for record in tqdm(agent.run(envs, todo), total=len(todo), desc=f"{config.agent} on {name}",
-                                   disable=not progress):
+                for record in tqdm(
+                    agent.run(envs, todo), total=len(todo), desc=f"{config.agent} on {name}", disable=not progress
+                ):
                     row = {"run_key": key, **asdict(record)}
                     if judge is not None:
                         row["judge"] = judge.judge(record.question, record.golden_answers, record.answer)
@@ -275,8 +307,10 @@ def _read_results(path: Path) -> dict[str, dict]:
 def _write_run_config(path: Path, config: EvalConfig, key: str) -> None:
     """``config.json``: the configuration, its key, and when each call of this run started."""
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    calls = [*previous.get("calls", []), {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                          "datasets": config.datasets, "limit": config.limit}]
+    calls = [
+        *previous.get("calls", []),
+        {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "datasets": config.datasets, "limit": config.limit},
+    ]
     values = {"run_key": key, "model_label": config.model_label(), **asdict(config), "calls": calls}
     path.write_text(json.dumps(values, indent=2, default=str) + "\n", encoding="utf-8")
 
@@ -285,9 +319,11 @@ def write_results(results: dict[str, dict], output: Path, *, title: str) -> None
     """``results.json`` (metrics in [0, 1]), ``results.md`` (a table in percent) and ``results.png`` (bars)."""
     (output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     header = "| dataset | n | EM | F1 | acc | format ok | searches/q | tokens/q |"
-    rows = [f"| {name} | {m['n']} | {100 * m['em']:.2f} | {100 * m['f1']:.2f} | {100 * m['acc']:.2f} | "
-            f"{100 * m['format_ok_rate']:.2f} | {m['searches_per_question']:.2f} | {m['tokens']:.1f} |"
-            for name, m in results.items()]
+    rows = [
+        f"| {name} | {m['n']} | {100 * m['em']:.2f} | {100 * m['f1']:.2f} | {100 * m['acc']:.2f} | "
+        f"{100 * m['format_ok_rate']:.2f} | {m['searches_per_question']:.2f} | {m['tokens']:.1f} |"
+        for name, m in results.items()
+    ]
     table = "\n".join([f"# {title}", "", header, "|" + "---|" * 8, *rows, ""])
     (output / "results.md").write_text(table, encoding="utf-8")
     _plot(results, output / "results.png", title)
@@ -312,8 +348,12 @@ def results_figure(results: dict[str, dict], title: str):  # -> matplotlib.figur
     names, metrics, width = list(results), ("em", "f1", "acc"), 0.25
     fig, ax = plt.subplots(figsize=(max(4.0, 1.8 * len(names)) + 1.0, 3.4))
     for k, metric in enumerate(metrics):
-        bars = ax.bar([i + (k - 1) * width for i in range(len(names))], [100 * results[n][metric] for n in names],
-                      width, label=metric.upper() if metric != "acc" else "acc")
+        bars = ax.bar(
+            [i + (k - 1) * width for i in range(len(names))],
+            [100 * results[n][metric] for n in names],
+            width,
+            label=metric.upper() if metric != "acc" else "acc",
+        )
         ax.bar_label(bars, fmt="%.1f", fontsize="x-small", padding=1)
     ax.set_xticks(range(len(names)), [f"{name}\nn={results[name]['n']}" for name in names])
     ax.set_ylim(0, 110)  # room for the labels of bars at 100%

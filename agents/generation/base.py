@@ -43,8 +43,14 @@ class GenerationBackend(Protocol):
 
     tokenizer: Any
 
-    def generate(self, contexts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
-                 stop: Sequence[str] = (), stop_token_ids: Sequence[int] | None = None) -> list[Generation]: ...
+    def generate(
+        self,
+        contexts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int | Sequence[int],
+        stop: Sequence[str] = (),
+        stop_token_ids: Sequence[int] | None = None,
+    ) -> list[Generation]: ...
 
 
 def per_context(value: int | Sequence[int], n: int) -> list[int]:
@@ -75,8 +81,9 @@ def find_stop(text: str, stop: Sequence[str], start: int = 0) -> int:
     return min(ends, default=-1)
 
 
-def finish_chunk(tokenizer: Any, ids: list[int], logprobs: list[float], stop: Sequence[str],
-                 stop_token_ids: Sequence[int]) -> Generation:
+def finish_chunk(
+    tokenizer: Any, ids: list[int], logprobs: list[float], stop: Sequence[str], stop_token_ids: Sequence[int]
+) -> Generation:
     """Build the :class:`Generation` of raw sampled ids, cutting the text right after the first stop string.
 
     Shared by every backend so that all of them cut, classify and re-encode the same way.

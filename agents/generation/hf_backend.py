@@ -35,8 +35,9 @@ class HFBackend:
         True
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: Any, *, temperature: float = 0.0, seed: int = 0,
-                 batch_size: int = 64) -> None:
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: Any, *, temperature: float = 0.0, seed: int = 0, batch_size: int = 64
+    ) -> None:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
         if batch_size < 1:
@@ -51,15 +52,22 @@ class HFBackend:
         self.pad_token_id: int = pad if pad is not None else self.eos_token_ids[0]
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike | None = None, *, device: str | None = None,
-                        **kwargs: Any) -> HFBackend:
+    def from_pretrained(
+        cls, model: str | os.PathLike | None = None, *, device: str | None = None, **kwargs: Any
+    ) -> HFBackend:
         """A backend over a local checkpoint (None: the tiny default model)."""
         lm, tokenizer = load_causal_lm(model, device=device)
         return cls(lm, tokenizer, **kwargs)
 
     @torch.inference_mode()
-    def generate(self, contexts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
-                 stop: Sequence[str] = (), stop_token_ids: Sequence[int] | None = None) -> list[Generation]:
+    def generate(
+        self,
+        contexts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int | Sequence[int],
+        stop: Sequence[str] = (),
+        stop_token_ids: Sequence[int] | None = None,
+    ) -> list[Generation]:
         caps = token_caps(contexts, max_new_tokens)
         stop_ids = set(self.eos_token_ids if stop_token_ids is None else stop_token_ids)
         chunks: list[Generation] = []
@@ -69,15 +77,16 @@ class HFBackend:
             chunks += [finish_chunk(self.tokenizer, ids, lps, stop, list(stop_ids)) for ids, lps in raw]
         return chunks
 
-    def _decode_batch(self, contexts: Sequence[Sequence[int]], caps: list[int], stop: Sequence[str],
-                      stop_ids: set[int]) -> list[tuple[list[int], list[float]]]:
+    def _decode_batch(
+        self, contexts: Sequence[Sequence[int]], caps: list[int], stop: Sequence[str], stop_ids: set[int]
+    ) -> list[tuple[list[int], list[float]]]:
         device = self.model.device
         width = max(len(c) for c in contexts)
         input_ids = torch.full((len(contexts), width), self.pad_token_id, dtype=torch.long, device=device)
         attention = torch.zeros_like(input_ids)
         for row, context in enumerate(contexts):
-            input_ids[row, width - len(context):] = torch.tensor(list(context), device=device)
-            attention[row, width - len(context):] = 1
+            input_ids[row, width - len(context) :] = torch.tensor(list(context), device=device)
+            attention[row, width - len(context) :] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         live = list(range(len(contexts)))  # the context index of each row still in the batch
@@ -85,15 +94,28 @@ class HFBackend:
         new_logprobs: list[list[float]] = [[] for _ in contexts]
         tail_tokens = max((len(s) for s in stop), default=0) + 1  # a char costs at least one token
         while live:
-            logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                                cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+            logits = (
+                self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                .logits[:, -1]
+                .float()
+            )
             tokens, logprobs = self._pick(logits)
             keep = []
             for row, (i, token, logprob) in enumerate(zip(live, tokens.tolist(), logprobs.tolist(), strict=True)):
                 new_ids[i].append(token)
                 new_logprobs[i].append(logprob)
-                finished = (token in stop_ids or len(new_ids[i]) >= caps[i]
-                            or (stop and any(s in decode(self.tokenizer, new_ids[i][-tail_tokens:]) for s in stop)))
+                finished = (
+                    token in stop_ids
+                    or len(new_ids[i]) >= caps[i]
+                    or (stop and any(s in decode(self.tokenizer, new_ids[i][-tail_tokens:]) for s in stop))
+                )
                 if not finished:
                     keep.append(row)
             if len(keep) < len(live):

@@ -22,9 +22,19 @@ class OpenAIBackend:
     it returns one per re-encoded token, else NaN.
     """
 
-    def __init__(self, base_url: str, model: str, tokenizer: Any, *, temperature: float = 0.0, seed: int = 0,
-                 api_key: str = "EMPTY", timeout_s: float = 300.0, max_workers: int = 16,
-                 eos_token_ids: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        tokenizer: Any,
+        *,
+        temperature: float = 0.0,
+        seed: int = 0,
+        api_key: str = "EMPTY",
+        timeout_s: float = 300.0,
+        max_workers: int = 16,
+        eos_token_ids: Sequence[int] | None = None,
+    ) -> None:
         from openai import OpenAI
 
         self.tokenizer, self.model, self.temperature, self.seed = tokenizer, model, temperature, seed
@@ -32,8 +42,14 @@ class OpenAIBackend:
         self._client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=3)
         self._max_workers = max_workers
 
-    def generate(self, contexts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
-                 stop: Sequence[str] = (), stop_token_ids: Sequence[int] | None = None) -> list[Generation]:
+    def generate(
+        self,
+        contexts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int | Sequence[int],
+        stop: Sequence[str] = (),
+        stop_token_ids: Sequence[int] | None = None,
+    ) -> list[Generation]:
         caps = per_context(max_new_tokens, len(contexts))
         stop_ids = list(self.eos_token_ids if stop_token_ids is None else stop_token_ids)
         with ThreadPoolExecutor(max_workers=min(self._max_workers, max(1, len(contexts)))) as pool:
@@ -41,9 +57,15 @@ class OpenAIBackend:
 
     def _complete(self, context: Sequence[int], cap: int, stop: Sequence[str], stop_ids: list[int]) -> Generation:
         response = self._client.completions.create(
-            model=self.model, prompt=list(context), max_tokens=cap, temperature=self.temperature, seed=self.seed,
-            stop=list(stop) or None, logprobs=1,
-            extra_body={"include_stop_str_in_output": True, "stop_token_ids": stop_ids, "skip_special_tokens": False})
+            model=self.model,
+            prompt=list(context),
+            max_tokens=cap,
+            temperature=self.temperature,
+            seed=self.seed,
+            stop=list(stop) or None,
+            logprobs=1,
+            extra_body={"include_stop_str_in_output": True, "stop_token_ids": stop_ids, "skip_special_tokens": False},
+        )
         choice = response.choices[0]
         text = choice.text
         if choice.finish_reason == "stop" and find_stop(text, stop) < 0:

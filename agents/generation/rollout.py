@@ -51,8 +51,12 @@ def token_env(env: gym.Env, tokenizer: Any, config: RolloutConfig) -> gym.Env:
     return Budget(TokenizedEnv(env, tokenizer), max_tokens=config.max_tokens, max_turns=config.max_turns)
 
 
-def run_episodes(envs: Sequence[gym.Env], backend: GenerationBackend, question_ids: Iterable[str],
-                 config: RolloutConfig | None = None) -> Iterator[Episode]:
+def run_episodes(
+    envs: Sequence[gym.Env],
+    backend: GenerationBackend,
+    question_ids: Iterable[str],
+    config: RolloutConfig | None = None,
+) -> Iterator[Episode]:
     """Play one episode per question id over ``envs`` (from :func:`token_env`), yielding each as it ends.
 
     Every turn sends the contexts of all running episodes to ``backend.generate`` at once, capped by
@@ -63,19 +67,26 @@ def run_episodes(envs: Sequence[gym.Env], backend: GenerationBackend, question_i
     """
     config = config or RolloutConfig()
     pending = iter(question_ids)
-    slots: list[_Slot | None] = [_Slot.start(env, qid) if (qid := next(pending, None)) is not None else None
-                                 for env in envs]
+    slots: list[_Slot | None] = [
+        _Slot.start(env, qid) if (qid := next(pending, None)) is not None else None for env in envs
+    ]
     with closing(BatchedSearchSteps(max_workers=len(envs))) as steps:
         while any(slots):
             indices = [i for i, slot in enumerate(slots) if slot is not None]
             running = [slots[i] for i in indices]
-            caps = [max(1, min(config.max_new_tokens, slot.info.get("tokens_left", config.max_new_tokens)))
-                    for slot in running]
+            caps = [
+                max(1, min(config.max_new_tokens, slot.info.get("tokens_left", config.max_new_tokens)))
+                for slot in running
+            ]
             inner = running[0].env.unwrapped
             eos_ids = [running[0].env.get_wrapper_attr("tokenizer").convert_tokens_to_ids(inner.eos_token)]
             started = time.perf_counter()
-            chunks = backend.generate([slot.observation["input_ids"] for slot in running], max_new_tokens=caps,
-                                      stop=inner.stop_strings, stop_token_ids=eos_ids)
+            chunks = backend.generate(
+                [slot.observation["input_ids"] for slot in running],
+                max_new_tokens=caps,
+                stop=inner.stop_strings,
+                stop_token_ids=eos_ids,
+            )
             generate_share = (time.perf_counter() - started) / len(running)
             # Every env steps at once, so the turn's searches reach the retriever as one batched call.
             started = time.perf_counter()

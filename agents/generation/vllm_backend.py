@@ -30,8 +30,9 @@ class VLLMBackend:
     Construct it under ``if __name__ == "__main__":``: vLLM starts its engine in child processes.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, *, temperature: float = 0.0, seed: int = 0,
-                 **llm_kwargs: Any) -> None:
+    def __init__(
+        self, model: str | os.PathLike | None = None, *, temperature: float = 0.0, seed: int = 0, **llm_kwargs: Any
+    ) -> None:
         from transformers import GenerationConfig
         from vllm import LLM
         from vllm.platforms import current_platform
@@ -53,16 +54,32 @@ class VLLMBackend:
         eos = eos if eos is not None else self.tokenizer.eos_token_id
         self.eos_token_ids: list[int] = [eos] if isinstance(eos, int) else list(eos)
 
-    def generate(self, contexts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
-                 stop: Sequence[str] = (), stop_token_ids: Sequence[int] | None = None) -> list[Generation]:
+    def generate(
+        self,
+        contexts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int | Sequence[int],
+        stop: Sequence[str] = (),
+        stop_token_ids: Sequence[int] | None = None,
+    ) -> list[Generation]:
         from vllm import SamplingParams
 
         caps = token_caps(contexts, max_new_tokens)
         stop_ids = list(self.eos_token_ids if stop_token_ids is None else stop_token_ids)
-        params = [SamplingParams(temperature=self.temperature, max_tokens=cap, stop=list(stop), stop_token_ids=stop_ids,
-                                 ignore_eos=True, include_stop_str_in_output=True, skip_special_tokens=False,
-                                 spaces_between_special_tokens=False, logprobs=0)
-                  for cap in caps]  # no per-request seed: a group of equal prompts must sample differently
+        params = [
+            SamplingParams(
+                temperature=self.temperature,
+                max_tokens=cap,
+                stop=list(stop),
+                stop_token_ids=stop_ids,
+                ignore_eos=True,
+                include_stop_str_in_output=True,
+                skip_special_tokens=False,
+                spaces_between_special_tokens=False,
+                logprobs=0,
+            )
+            for cap in caps
+        ]  # no per-request seed: a group of equal prompts must sample differently
         prompts = [{"prompt_token_ids": list(context)} for context in contexts]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         chunks = []

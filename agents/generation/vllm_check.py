@@ -1,5 +1,5 @@
-"""Run generation calls through :class:`~agents.generation.vllm_backend.VLLMBackend` in a process of its own, JSON in and
-JSON out: how the main environment, where vLLM is not installed, tests and benchmarks the vLLM backend with
+"""Run generation calls through :class:`~agents.generation.vllm_backend.VLLMBackend` in a process of its own,
+JSON in and JSON out: how the main environment, where vLLM is not installed, tests and benchmarks the vLLM backend with
 the interpreter of a separate vLLM venv (``scripts/setup_vllm_cpu.sh``).
 
     .venv-vllm/bin/python -m agents.generation.vllm_check calls.json results.json
@@ -28,8 +28,12 @@ def run_calls(spec: dict[str, Any]) -> dict[str, Any]:
     results: dict[str, Any] = {"startup_s": time.perf_counter() - started, "calls": []}
     for call in spec["calls"]:
         started = time.perf_counter()
-        chunks = backend.generate(call["contexts"], max_new_tokens=call["max_new_tokens"],
-                                  stop=call.get("stop", ()), stop_token_ids=call.get("stop_token_ids"))
+        chunks = backend.generate(
+            call["contexts"],
+            max_new_tokens=call["max_new_tokens"],
+            stop=call.get("stop", ()),
+            stop_token_ids=call.get("stop_token_ids"),
+        )
         results["calls"].append({"seconds": time.perf_counter() - started, "chunks": [asdict(c) for c in chunks]})
     return results
 

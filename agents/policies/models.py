@@ -21,16 +21,34 @@ TINY_MODEL_SEED = 0
 TINY_MAX_POSITIONS = 8192
 
 
-def qwen2_config(vocab_size: int, eos_token_id: int | list[int], pad_token_id: int, *, hidden_size: int,
-                 intermediate_size: int, num_hidden_layers: int, num_attention_heads: int, num_key_value_heads: int,
-                 max_position_embeddings: int, head_dim: int = 32) -> Qwen2Config:
+def qwen2_config(
+    vocab_size: int,
+    eos_token_id: int | list[int],
+    pad_token_id: int,
+    *,
+    hidden_size: int,
+    intermediate_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    max_position_embeddings: int,
+    head_dim: int = 32,
+) -> Qwen2Config:
     """A Qwen2-architecture config for a model built here from scratch: tied embeddings, no BOS, float32.
     Head size 32 by default: vLLM's CPU attention needs >= 32."""
     return Qwen2Config(
-        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads, head_dim=head_dim, max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=head_dim,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
         dtype="float32",
     )
 
@@ -45,9 +63,17 @@ def random_causal_lm(config: Qwen2Config, seed: int) -> PreTrainedModel:
 def tiny_qwen2_config(vocab_size: int, eos_token_ids: list[int], pad_token_id: int) -> Qwen2Config:
     """Two layers of width 64. Embeddings are tied: the 151,665-token vocabulary is almost all of the 10M
     parameters."""
-    return qwen2_config(vocab_size, eos_token_ids, pad_token_id, hidden_size=64, intermediate_size=128,
-                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                        max_position_embeddings=TINY_MAX_POSITIONS)
+    return qwen2_config(
+        vocab_size,
+        eos_token_ids,
+        pad_token_id,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=TINY_MAX_POSITIONS,
+    )
 
 
 def tiny_qwen2_path(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -77,12 +103,14 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"model {str(model)!r} is not a local Hugging Face checkpoint (no config.json there); the hub is not "
-            "used: download the checkpoint and pass its directory, or leave --model out for the tiny default")
+            "used: download the checkpoint and pass its directory, or leave --model out for the tiny default"
+        )
     return path
 
 
-def load_causal_lm(model: str | os.PathLike | None = None, *, device: str | None = None,
-                   dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, Any]:
+def load_causal_lm(
+    model: str | os.PathLike | None = None, *, device: str | None = None, dtype: torch.dtype | None = None
+) -> tuple[PreTrainedModel, Any]:
     """Load a causal LM and its tokenizer (the checkpoint's own, else the offline Qwen2.5 one) for inference."""
     path = resolve_model_path(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -20,8 +20,14 @@ from research_env.worlds import spell_out_names
 
 #: The protocol's tags become single tokens, so that a tag is one sampling decision, not five.
 PROTOCOL_TAGS: tuple[str, ...] = (
-    protocol.THINK_OPEN, protocol.THINK_CLOSE, protocol.SEARCH_OPEN, protocol.SEARCH_CLOSE,
-    protocol.RESULT_OPEN, protocol.RESULT_CLOSE, protocol.ANSWER_OPEN, protocol.ANSWER_CLOSE,
+    protocol.THINK_OPEN,
+    protocol.THINK_CLOSE,
+    protocol.SEARCH_OPEN,
+    protocol.SEARCH_CLOSE,
+    protocol.RESULT_OPEN,
+    protocol.RESULT_CLOSE,
+    protocol.ANSWER_OPEN,
+    protocol.ANSWER_CLOSE,
 )
 EOS_TOKEN = protocol.BASE_EOS_TOKEN  # what the base-prompt env expects at the end of a response
 SMALL_VOCAB_SIZE = 8192
@@ -36,8 +42,9 @@ def oracle_trace_texts(env: gym.Env, question_ids: Iterable[str]) -> list[str]:
     return texts
 
 
-def train_small_tokenizer(texts: Sequence[str], vocab_size: int = SMALL_VOCAB_SIZE,
-                          split_names: bool = False) -> PreTrainedTokenizerFast:
+def train_small_tokenizer(
+    texts: Sequence[str], vocab_size: int = SMALL_VOCAB_SIZE, split_names: bool = False
+) -> PreTrainedTokenizerFast:
     """A byte-level BPE (any text round-trips exactly, as ``TokenizedEnv`` requires) with the protocol tags as
     added tokens and ``<|endoftext|>`` as the EOS and padding token.
 
@@ -50,8 +57,12 @@ def train_small_tokenizer(texts: Sequence[str], vocab_size: int = SMALL_VOCAB_SI
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(PROTOCOL_TAGS), special_tokens=[EOS_TOKEN],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(PROTOCOL_TAGS),
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(texts, trainer)
     bpe.add_tokens([AddedToken(tag, normalized=False, special=False) for tag in PROTOCOL_TAGS])
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN)
@@ -61,6 +72,15 @@ def small_qwen2(tokenizer: PreTrainedTokenizerFast, seed: int = 0, max_positions
     """A randomly initialised Qwen2 of width 128, 2 layers, tied embeddings: about 1.4M parameters over an
     8,192-token vocabulary."""
     eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-    config = qwen2_config(len(tokenizer), eos, eos, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions)
+    config = qwen2_config(
+        len(tokenizer),
+        eos,
+        eos,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+    )
     return random_causal_lm(config, seed)

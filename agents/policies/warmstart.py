@@ -46,8 +46,12 @@ class WarmStart:
     rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(max_new_tokens=96, max_tokens=4096))
 
 
-def prepare_policy(directory: str | os.PathLike, make_env: Callable[[], gym.Env], warm_start: WarmStart,
-                   log: Callable[[str], None] = print) -> Path:
+def prepare_policy(
+    directory: str | os.PathLike,
+    make_env: Callable[[], gym.Env],
+    warm_start: WarmStart,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Build the starting policy into ``directory`` (model and tokenizer) unless it already holds one.
 
     Written to a temporary sibling and renamed into place, so a run killed mid-SFT leaves no half-written
@@ -64,9 +68,13 @@ def prepare_policy(directory: str | os.PathLike, make_env: Callable[[], gym.Env]
     try:
         model, tokenizer = _initial_policy(env, warm_start)
         if warm_start.sft is not None:
-            examples = build_sft_dataset(token_env(env, tokenizer, warm_start.rollout), warm_start.question_ids,
-                                         noisy_copies=warm_start.noisy_copies, seed=warm_start.seed,
-                                         no_search_share=warm_start.no_search_share)
+            examples = build_sft_dataset(
+                token_env(env, tokenizer, warm_start.rollout),
+                warm_start.question_ids,
+                noisy_copies=warm_start.noisy_copies,
+                seed=warm_start.seed,
+                no_search_share=warm_start.no_search_share,
+            )
             log(f"warm start: SFT on {len(examples)} oracle traces of {len(warm_start.question_ids)} questions")
             sft_train(model, examples, warm_start.sft, tokenizer.pad_token_id, log=log)
     finally:
@@ -83,6 +91,7 @@ def _initial_policy(env: gym.Env, warm_start: WarmStart) -> tuple[Any, Any]:
         return load_causal_lm(warm_start.model, device="cpu", dtype=torch.float32)
     if warm_start.model is not None:
         raise ValueError("small_vocab builds its own model; it cannot be combined with model=PATH")
-    tokenizer = train_small_tokenizer(oracle_trace_texts(env, warm_start.question_ids),
-                                      split_names=warm_start.split_names)
+    tokenizer = train_small_tokenizer(
+        oracle_trace_texts(env, warm_start.question_ids), split_names=warm_start.split_names
+    )
     return small_qwen2(tokenizer, seed=warm_start.seed), tokenizer

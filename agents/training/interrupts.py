@@ -40,8 +40,12 @@ class GracefulStop:
             raise KeyboardInterrupt(f"{signal.Signals(signum).name} received twice")
         self.requested = signal.Signals(signum)
         if self.announce:
-            print(f"\n{self.requested.name} received: stopping after the current iteration, with a checkpoint "
-                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
+            print(
+                f"\n{self.requested.name} received: stopping after the current iteration, with a checkpoint "
+                f"(send it again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers

@@ -19,27 +19,53 @@ if TYPE_CHECKING:
 
 #: What the progress line, TensorBoard and the curves show (CleanRL's names where CleanRL has one).
 TRACKED = (
-    "charts/episodic_return", "charts/f1", "charts/format_ok_rate", "charts/searches_per_episode",
-    "charts/response_length", "charts/truncated_rate", "charts/tokens_per_s", "losses/kl", "losses/entropy",
-    "losses/clipfrac", "losses/approx_kl", "losses/policy_loss", "timers/generate_s", "timers/env_s",
-    "timers/learner_s", "timers/sync_weights_s", "charts/learning_rate", "charts/trained_trajectories",
+    "charts/episodic_return",
+    "charts/f1",
+    "charts/format_ok_rate",
+    "charts/searches_per_episode",
+    "charts/response_length",
+    "charts/truncated_rate",
+    "charts/tokens_per_s",
+    "losses/kl",
+    "losses/entropy",
+    "losses/clipfrac",
+    "losses/approx_kl",
+    "losses/policy_loss",
+    "timers/generate_s",
+    "timers/env_s",
+    "timers/learner_s",
+    "timers/sync_weights_s",
+    "charts/learning_rate",
+    "charts/trained_trajectories",
 )
 #: Held-out evaluation (``agents.training.heldout``), present only in the rows of the iterations that ran one.
 EVALUATED = ("eval/reward", "eval/reward_se", "eval/f1", "eval/format_ok_rate", "eval/searches_per_episode")
 _PANELS = (
-    ("reward", "charts/episodic_return"), ("F1", "charts/f1"), ("format-valid rate", "charts/format_ok_rate"),
-    ("searches / episode", "charts/searches_per_episode"), ("response length (tokens)", "charts/response_length"),
-    ("KL to reference (k3)", "losses/kl"), ("entropy", "losses/entropy"), ("clip fraction", "losses/clipfrac"),
+    ("reward", "charts/episodic_return"),
+    ("F1", "charts/f1"),
+    ("format-valid rate", "charts/format_ok_rate"),
+    ("searches / episode", "charts/searches_per_episode"),
+    ("response length (tokens)", "charts/response_length"),
+    ("KL to reference (k3)", "losses/kl"),
+    ("entropy", "losses/entropy"),
+    ("clip fraction", "losses/clipfrac"),
     ("tokens / s (generation)", "charts/tokens_per_s"),
 )
-_EVAL_PANELS = (("held-out reward (greedy eval)", "eval/reward"),
-                ("held-out searches / episode (greedy eval)", "eval/searches_per_episode"))
-_TIME_SPLIT = (("generation", "timers/generate_s"), ("env + retrieval", "timers/env_s"),
-               ("learner", "timers/learner_s"), ("weight sync", "timers/sync_weights_s"))
+_EVAL_PANELS = (
+    ("held-out reward (greedy eval)", "eval/reward"),
+    ("held-out searches / episode (greedy eval)", "eval/searches_per_episode"),
+)
+_TIME_SPLIT = (
+    ("generation", "timers/generate_s"),
+    ("env + retrieval", "timers/env_s"),
+    ("learner", "timers/learner_s"),
+    ("weight sync", "timers/sync_weights_s"),
+)
 
 
-def rollout_charts(trajectories: list[Trajectory], advantages: torch.Tensor, *, trained: int, generated_tokens: int,
-                   sample_s: float) -> dict[str, float]:
+def rollout_charts(
+    trajectories: list[Trajectory], advantages: torch.Tensor, *, trained: int, generated_tokens: int, sample_s: float
+) -> dict[str, float]:
     """The ``charts/*`` of one iteration's rollouts, the same for every trainer: means over the trajectories,
     how many were trained on, and the generation throughput."""
     stats = {key: sum(t.stats[key] for t in trajectories) / len(trajectories) for key in trajectories[0].stats}
@@ -67,8 +93,14 @@ class TrainingLog:
     uploads later.
     """
 
-    def __init__(self, output: str | os.PathLike, *, wandb_project: str | None = None,
-                 wandb_mode: str | None = None, run_config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        output: str | os.PathLike,
+        *,
+        wandb_project: str | None = None,
+        wandb_mode: str | None = None,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
         from tensorboardX import SummaryWriter
 
         self.output = Path(output)
@@ -92,8 +124,11 @@ class TrainingLog:
         os.replace(tmp, self.path)
 
     def write(self, iteration: int, result: Mapping[str, Any]) -> dict[str, float]:
-        row = {"iteration": iteration, **{key: _number(result.get(key)) for key in TRACKED},
-               **{key: _number(result[key]) for key in EVALUATED if key in result}}
+        row = {
+            "iteration": iteration,
+            **{key: _number(result.get(key)) for key in TRACKED},
+            **{key: _number(result[key]) for key in EVALUATED if key in result},
+        }
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -103,8 +138,11 @@ class TrainingLog:
                 self.writer.add_scalar(key, row[key], iteration)
         self.writer.flush()
         if self.wandb_run is not None:
-            self.wandb_run.log({k: v for k, v in row.items() if k in (*TRACKED, *EVALUATED) and not math.isnan(v)},
-                              step=iteration, commit=True)  # a whole iteration: do not hold it back
+            self.wandb_run.log(
+                {k: v for k, v in row.items() if k in (*TRACKED, *EVALUATED) and not math.isnan(v)},
+                step=iteration,
+                commit=True,
+            )  # a whole iteration: do not hold it back
         return row
 
     def plot(self) -> Path:
@@ -133,14 +171,25 @@ def _start_wandb(output: Path, project: str, mode: str | None, config: dict[str,
     id_file = output / "wandb_run_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
     id_file.write_text(run_id + "\n")
-    return wandb.init(project=project, id=run_id, resume="allow", name=output.name, dir=str(output),
-                      mode=mode or os.environ.get("WANDB_MODE") or "online", config=config)
+    return wandb.init(
+        project=project,
+        id=run_id,
+        resume="allow",
+        name=output.name,
+        dir=str(output),
+        mode=mode or os.environ.get("WANDB_MODE") or "online",
+        config=config,
+    )
 
 
 def training_log(output: str | os.PathLike, args: Any) -> TrainingLog:
     """The trainers' log for their parsed command line (``--wandb PROJECT``, ``--wandb-mode``)."""
-    return TrainingLog(output, wandb_project=getattr(args, "wandb", None), wandb_mode=getattr(args, "wandb_mode", None),
-                       run_config=_config_values(args))
+    return TrainingLog(
+        output,
+        wandb_project=getattr(args, "wandb", None),
+        wandb_mode=getattr(args, "wandb_mode", None),
+        run_config=_config_values(args),
+    )
 
 
 def curves_figure(rows: list[dict[str, float]]):  # -> matplotlib.figure.Figure
@@ -165,8 +214,15 @@ def curves_figure(rows: list[dict[str, float]]):  # -> matplotlib.figure.Figure
         ax.plot([row["iteration"] for row in evaluated], [row[key] for row in evaluated], marker="o", color="tab:green")
         ax.set_title(title)
         if not evaluated:
-            ax.text(0.5, 0.5, "no held-out evaluation\n(--eval-every 0)", ha="center", va="center",
-                    transform=ax.transAxes, color="gray")
+            ax.text(
+                0.5,
+                0.5,
+                "no held-out evaluation\n(--eval-every 0)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="gray",
+            )
     ax = axes.flat[len(_PANELS) + len(_EVAL_PANELS)]
     bottom = [0.0] * len(rows)
     for label, key in _TIME_SPLIT:
@@ -204,14 +260,20 @@ def _config_values(args: Any) -> dict[str, Any]:
 
 def progress_line(row: Mapping[str, float], total: int) -> str:
     """One line per iteration with what an RL user watches first (and the held-out evaluation, when it ran)."""
-    evaluated = (f" | eval reward {row['eval/reward']:.3f} ± {row['eval/reward_se']:.3f} searches "
-                 f"{row['eval/searches_per_episode']:.2f}" if "eval/reward" in row else "")
-    return (f"iter {row['iteration']:>4}/{total} | reward {row['charts/episodic_return']:.3f} "
-            f"| f1 {row['charts/f1']:.3f} | format {row['charts/format_ok_rate']:.2f} "
-            f"| searches {row['charts/searches_per_episode']:.2f} | len {row['charts/response_length']:.0f} "
-            f"| kl {row['losses/kl']:.2e} | entropy {row['losses/entropy']:.2f} | clip {row['losses/clipfrac']:.3f} "
-            f"| {row['charts/tokens_per_s']:.0f} tok/s | gen {row['timers/generate_s']:.1f}s "
-            f"env {row['timers/env_s']:.1f}s learn {row['timers/learner_s']:.1f}s{evaluated}")
+    evaluated = (
+        f" | eval reward {row['eval/reward']:.3f} ± {row['eval/reward_se']:.3f} searches "
+        f"{row['eval/searches_per_episode']:.2f}"
+        if "eval/reward" in row
+        else ""
+    )
+    return (
+        f"iter {row['iteration']:>4}/{total} | reward {row['charts/episodic_return']:.3f} "
+        f"| f1 {row['charts/f1']:.3f} | format {row['charts/format_ok_rate']:.2f} "
+        f"| searches {row['charts/searches_per_episode']:.2f} | len {row['charts/response_length']:.0f} "
+        f"| kl {row['losses/kl']:.2e} | entropy {row['losses/entropy']:.2f} | clip {row['losses/clipfrac']:.3f} "
+        f"| {row['charts/tokens_per_s']:.0f} tok/s | gen {row['timers/generate_s']:.1f}s "
+        f"env {row['timers/env_s']:.1f}s learn {row['timers/learner_s']:.1f}s{evaluated}"
+    )
 
 
 def _number(value: Any) -> float:

@@ -44,15 +44,28 @@ def warm_start(args: argparse.Namespace, output: Path, train_ids: list[str]) -> 
     sft_ids = question_ids(args, args.sft_split) if args.sft_split not in (None, args.split) else train_ids
     n_sft = args.sft_questions or (args.questions if sft_ids is train_ids else 0) or len(sft_ids)
     settings = args.settings
-    sft = (SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr, batch_size=args.sft_batch_size, seed=settings.seed)
-           if args.sft_warmstart else None)
-    spec = WarmStart(question_ids=sft_ids[:n_sft], model=args.model, small_vocab=args.small_vocab, sft=sft,
-                     noisy_copies=args.noisy_copies, no_search_share=args.no_search_share if sft else 0.0,
-                     split_names=args.split_names, seed=settings.seed,
-                     # an oracle trace takes as many chunks as it has hops: no turn cap here
-                     rollout=RolloutConfig(max_new_tokens=settings.max_new_tokens, max_tokens=settings.max_tokens))
-    print(f"warm start: building {output / 'policy'} (small vocabulary: {args.small_vocab}, SFT on "
-          f"{len(spec.question_ids)} questions: {args.sft_warmstart}) ...", flush=True)
+    sft = (
+        SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr, batch_size=args.sft_batch_size, seed=settings.seed)
+        if args.sft_warmstart
+        else None
+    )
+    spec = WarmStart(
+        question_ids=sft_ids[:n_sft],
+        model=args.model,
+        small_vocab=args.small_vocab,
+        sft=sft,
+        noisy_copies=args.noisy_copies,
+        no_search_share=args.no_search_share if sft else 0.0,
+        split_names=args.split_names,
+        seed=settings.seed,
+        # an oracle trace takes as many chunks as it has hops: no turn cap here
+        rollout=RolloutConfig(max_new_tokens=settings.max_new_tokens, max_tokens=settings.max_tokens),
+    )
+    print(
+        f"warm start: building {output / 'policy'} (small vocabulary: {args.small_vocab}, SFT on "
+        f"{len(spec.question_ids)} questions: {args.sft_warmstart}) ...",
+        flush=True,
+    )
     return str(prepare_policy(output / "policy", lambda: local_env(args, split=args.sft_split), spec))
 
 
@@ -73,6 +86,8 @@ def held_out_evaluation(args: argparse.Namespace) -> Any:  # HeldOutEval | None
 
 def eval_line(row: dict[str, float], total: int, questions: int) -> str:
     """The progress line of the evaluation before the first iteration (the baseline of every later one)."""
-    return (f"iter {int(row['iteration']):>4}/{total} | eval reward {row['eval/reward']:.3f} ± "
-            f"{row['eval/reward_se']:.3f} searches {row['eval/searches_per_episode']:.2f} (greedy, {questions} "
-            "held-out questions)")
+    return (
+        f"iter {int(row['iteration']):>4}/{total} | eval reward {row['eval/reward']:.3f} ± "
+        f"{row['eval/reward_se']:.3f} searches {row['eval/searches_per_episode']:.2f} (greedy, {questions} "
+        "held-out questions)"
+    )

@@ -39,7 +39,8 @@ class GRPOSettings:
     num_epochs: int = _setting(1, "passes over each train batch")
     num_minibatches: int = _setting(1, "optimizer steps per pass, each on whole groups")
     drop_zero_advantage: bool = _setting(
-        False, "leave out of the update the groups whose rewards are all equal (zero advantage)")
+        False, "leave out of the update the groups whose rewards are all equal (zero advantage)"
+    )
     micro_batch_size: int = _setting(2, "trajectories per forward/backward (memory only: the gradient is the same)")
     temperature: float = _setting(1.0, "sampling temperature of the rollouts")
     max_new_tokens: int = _setting(512, "tokens per generation call (one chunk of a response)")
@@ -58,9 +59,13 @@ class GRPOSettings:
         """The loss's coefficients and the algorithm's aggregation, as ``policy_loss`` takes them."""
         from agents.training.algorithms import LossConfig, get_algorithm
 
-        return LossConfig(clip_ratio=self.clip_ratio, kl_coef=self.kl_coef, entropy_coef=self.entropy_coef,
-                          aggregation=get_algorithm(self.algorithm).aggregation,
-                          max_response_tokens=self.max_response_tokens)
+        return LossConfig(
+            clip_ratio=self.clip_ratio,
+            kl_coef=self.kl_coef,
+            entropy_coef=self.entropy_coef,
+            aggregation=get_algorithm(self.algorithm).aggregation,
+            max_response_tokens=self.max_response_tokens,
+        )
 
     def validate(self) -> None:
         """Errors a run would otherwise hit only after its start-up (Ray, the model, the index)."""
@@ -69,8 +74,10 @@ class GRPOSettings:
         if self.micro_batch_size < 1 or self.prompts_per_batch < 1:
             raise ValueError("micro_batch_size and prompts_per_batch must be >= 1")
         if not 1 <= self.num_minibatches <= self.prompts_per_batch:
-            raise ValueError(f"num_minibatches must be in [1, prompts_per_batch={self.prompts_per_batch}] (a "
-                             f"minibatch holds whole groups), got {self.num_minibatches}")
+            raise ValueError(
+                f"num_minibatches must be in [1, prompts_per_batch={self.prompts_per_batch}] (a "
+                f"minibatch holds whole groups), got {self.num_minibatches}"
+            )
         if self.num_epochs < 1 or self.warmup_iterations < 0:
             raise ValueError("num_epochs must be >= 1 and warmup_iterations >= 0")
         if self.max_new_tokens < 1 or self.max_tokens < self.max_new_tokens:

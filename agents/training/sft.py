@@ -27,8 +27,10 @@ from research_env.protocol import SEARCH_OPEN
 
 def guess_action(guess: str, eos_token: str) -> str:
     """A chunk that answers at once, without searching: the warm start's imitation of a policy that guesses."""
-    return (f"<think> I can answer this directly: {guess}. </think>\n"
-            f"<answer> The answer is \\boxed{{{guess}}} </answer>{eos_token}")
+    return (
+        f"<think> I can answer this directly: {guess}. </think>\n"
+        f"<answer> The answer is \\boxed{{{guess}}} </answer>{eos_token}"
+    )
 
 
 def corrupt_words(text: str, rng: random.Random, vocabulary: Sequence[str], max_edits: int = 3) -> str:
@@ -67,8 +69,15 @@ class SFTExample:
     corrupted: int = 0  # how many queries were corrupted
 
 
-def build_sft_example(env: gym.Env, question_id: str, *, noise_p: float = 0.0, rng: random.Random | None = None,
-                      vocabulary: Sequence[str] = (), guess: str | None = None) -> SFTExample:
+def build_sft_example(
+    env: gym.Env,
+    question_id: str,
+    *,
+    noise_p: float = 0.0,
+    rng: random.Random | None = None,
+    vocabulary: Sequence[str] = (),
+    guess: str | None = None,
+) -> SFTExample:
     """Play the oracle's actions on a token env (``TokenizedEnv``, possibly under ``Budget``) and keep its ids.
 
     With ``guess`` the episode instead answers ``guess`` at once, without searching (:func:`guess_action`).
@@ -84,8 +93,14 @@ def build_sft_example(env: gym.Env, question_id: str, *, noise_p: float = 0.0, r
     tokenizer = env.get_wrapper_attr("tokenizer")
     if guess is not None:
         observation, reward, *_ = env.step(guess_action(guess, inner.eos_token))
-        return SFTExample(question_id, list(observation["input_ids"]), list(observation["policy_mask"]),
-                          list(observation["policy_mask"]), [guess_action(guess, inner.eos_token)], float(reward))
+        return SFTExample(
+            question_id,
+            list(observation["input_ids"]),
+            list(observation["policy_mask"]),
+            list(observation["policy_mask"]),
+            [guess_action(guess, inner.eos_token)],
+            float(reward),
+        )
     corrupted_spans: list[tuple[int, int]] = []  # token positions [start, end) carrying no loss
     actions: list[str] = []
     reward, done = 0.0, False
@@ -112,21 +127,37 @@ def build_sft_example(env: gym.Env, question_id: str, *, noise_p: float = 0.0, r
     loss_mask = list(policy_mask)
     for start, end in corrupted_spans:
         loss_mask[start:end] = [0] * (end - start)
-    return SFTExample(question_id, list(observation["input_ids"]), policy_mask, loss_mask, actions, float(reward),
-                      len(corrupted_spans))
+    return SFTExample(
+        question_id,
+        list(observation["input_ids"]),
+        policy_mask,
+        loss_mask,
+        actions,
+        float(reward),
+        len(corrupted_spans),
+    )
 
 
 def _token_span(tokenizer, ids: list[int], char_start: int, char_end: int, offset: int) -> tuple[int, int]:
     """Token positions (shifted by ``offset``) of the ids whose decoded characters overlap [char_start, char_end)."""
-    ends = [len(tokenizer.decode(ids[: i + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False))
-            for i in range(len(ids))]
+    ends = [
+        len(tokenizer.decode(ids[: i + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False))
+        for i in range(len(ids))
+    ]
     starts = [0, *ends[:-1]]
     hit = [i for i, (a, b) in enumerate(zip(starts, ends, strict=True)) if a < char_end and b > char_start]
     return offset + hit[0], offset + hit[-1] + 1
 
 
-def build_sft_dataset(env: gym.Env, question_ids: Sequence[str], *, noisy_copies: int = 0, noise_p: float = 0.5,
-                      seed: int = 0, no_search_share: float = 0.0) -> list[SFTExample]:
+def build_sft_dataset(
+    env: gym.Env,
+    question_ids: Sequence[str],
+    *,
+    noisy_copies: int = 0,
+    noise_p: float = 0.5,
+    seed: int = 0,
+    no_search_share: float = 0.0,
+) -> list[SFTExample]:
     """One clean oracle example per question, plus ``noisy_copies`` noisy ones (see :func:`build_sft_example`).
 
     With ``no_search_share`` > 0 that share of the clean examples answer at once instead, with the gold answer of
@@ -141,14 +172,16 @@ def build_sft_dataset(env: gym.Env, question_ids: Sequence[str], *, noisy_copies
     guesses = _wrong_guesses(records, no_search_share, random.Random(f"guess-{seed}"))
     examples = [build_sft_example(env, qid, guess=guesses.get(qid)) for qid in question_ids]
     for _ in range(noisy_copies):
-        examples += [build_sft_example(env, qid, noise_p=noise_p, rng=rng, vocabulary=vocabulary)
-                     for qid in question_ids]
+        examples += [
+            build_sft_example(env, qid, noise_p=noise_p, rng=rng, vocabulary=vocabulary) for qid in question_ids
+        ]
     return examples
 
 
 def _wrong_guesses(records: Sequence[QARecord], share: float, rng: random.Random) -> dict[str, str]:
     """For ``share`` of the questions, drawn with ``rng``: the gold answer of another question of its answer type
     that is not one of its own gold answers."""
+
     def answer_type(record: QARecord) -> str:
         return ((record.metadata.get("question_decomposition") or [{}])[-1]).get("answer_type", "")
 
@@ -181,15 +214,21 @@ class SFTConfig:
     seed: int = 0
 
 
-def sft_loss(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-             loss_mask: torch.Tensor) -> torch.Tensor:
+def sft_loss(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor
+) -> torch.Tensor:
     """Negative log-likelihood per policy token (masked token mean), the imitation counterpart of the GRPO loss."""
     logprobs, _ = masked_token_logprobs(model, input_ids, attention_mask, loss_mask)  # [B, T], 0 off the mask
     return -masked_mean(logprobs, loss_mask)
 
 
-def sft_train(model: PreTrainedModel, examples: Sequence[SFTExample], config: SFTConfig, pad_token_id: int,
-              log: Callable[[str], None] = print) -> list[float]:
+def sft_train(
+    model: PreTrainedModel,
+    examples: Sequence[SFTExample],
+    config: SFTConfig,
+    pad_token_id: int,
+    log: Callable[[str], None] = print,
+) -> list[float]:
     """AdamW with linear warmup and cosine decay over ``config.epochs`` shuffled passes; returns epoch losses.
 
     Batches are drawn from length-sorted buckets so that padding stays small (sequences differ by 3x).

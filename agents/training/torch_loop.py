@@ -48,25 +48,34 @@ class RolloutBatch:
     wall_s: float
 
 
-def collect_groups(envs: Sequence[gym.Env], backend: HFBackend, prompt_ids: Sequence[str], group_size: int,
-                   config: RolloutConfig) -> RolloutBatch:
+def collect_groups(
+    envs: Sequence[gym.Env], backend: HFBackend, prompt_ids: Sequence[str], group_size: int, config: RolloutConfig
+) -> RolloutBatch:
     """``group_size`` episodes per prompt, all generated in one batch; group ids are the prompts' positions."""
     group_of = {qid: g for g, qid in enumerate(prompt_ids)}
     if len(group_of) != len(prompt_ids):
         raise ValueError("prompt_ids must be distinct: a group is every rollout of one prompt")
     started = time.perf_counter()
     order = [q for q in prompt_ids for _ in range(group_size)]
-    episodes = list(tqdm(run_episodes(envs, backend, order, config), total=len(order), desc="episodes", unit="ep",
-                         leave=False))
+    episodes = list(
+        tqdm(run_episodes(envs, backend, order, config), total=len(order), desc="episodes", unit="ep", leave=False)
+    )
     wall = time.perf_counter() - started
     trajectories = [trajectory_from_episode(e, group_of[e.question_id]) for e in episodes]
-    return RolloutBatch(trajectories, episodes, sum(e.generate_s for e in episodes), sum(e.env_s for e in episodes),
-                        wall)
+    return RolloutBatch(
+        trajectories, episodes, sum(e.generate_s for e in episodes), sum(e.env_s for e in episodes), wall
+    )
 
 
-def grpo_update(policy: PreTrainedModel, reference: PreTrainedModel | None, optimizer: torch.optim.Optimizer,
-                trajectories: Sequence[Trajectory], advantages: torch.Tensor, config: GRPOSettings,
-                pad_token_id: int) -> dict[str, float]:
+def grpo_update(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel | None,
+    optimizer: torch.optim.Optimizer,
+    trajectories: Sequence[Trajectory],
+    advantages: torch.Tensor,
+    config: GRPOSettings,
+    pad_token_id: int,
+) -> dict[str, float]:
     """``num_epochs`` passes of ``num_minibatches`` clipped-loss steps over the batch, each on whole groups
     (:func:`minibatch_rows`, as the RLlib trainer), its gradient accumulated over micro-batches of
     ``micro_batch_size`` weighted by their rows' share of the loss. Returns mean diagnostics and
@@ -99,17 +108,26 @@ def grpo_update(policy: PreTrainedModel, reference: PreTrainedModel | None, opti
     return {**means, "charts/trained_trajectories": float(sum(len(rows) for rows in minibatches))}
 
 
-def _micro_batch_loss(policy: PreTrainedModel, reference: PreTrainedModel | None, batch: dict[str, torch.Tensor],
-                      loss_config: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def _micro_batch_loss(
+    policy: PreTrainedModel, reference: PreTrainedModel | None, batch: dict[str, torch.Tensor], loss_config: LossConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     mask = batch["loss_mask"]  # [b, T]
-    logprobs, entropy = masked_token_logprobs(policy, batch["input_ids"], batch["attention_mask"], mask,
-                                              with_entropy=True)
+    logprobs, entropy = masked_token_logprobs(
+        policy, batch["input_ids"], batch["attention_mask"], mask, with_entropy=True
+    )
     ref_logprobs = None
     if reference is not None and loss_config.kl_coef:
         with torch.no_grad():
             ref_logprobs, _ = masked_token_logprobs(reference, batch["input_ids"], batch["attention_mask"], mask)
-    return policy_loss(logprobs, batch["old_logprobs"], batch["advantages"], mask, loss_config,
-                       ref_logprobs=ref_logprobs, entropy=entropy)
+    return policy_loss(
+        logprobs,
+        batch["old_logprobs"],
+        batch["advantages"],
+        mask,
+        loss_config,
+        ref_logprobs=ref_logprobs,
+        entropy=entropy,
+    )
 
 
 @dataclass
@@ -134,18 +152,38 @@ class TorchGRPO:
     history: list[dict[str, float]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, policy: PreTrainedModel, tokenizer: Any, envs: Sequence[gym.Env], question_ids: Sequence[str],
-               config: GRPOSettings) -> TorchGRPO:
+    def create(
+        cls,
+        policy: PreTrainedModel,
+        tokenizer: Any,
+        envs: Sequence[gym.Env],
+        question_ids: Sequence[str],
+        config: GRPOSettings,
+    ) -> TorchGRPO:
         get_algorithm(config.algorithm)  # fail before any rollout on an unknown name
         config.validate()
         reference = None
         if config.kl_coef:
             reference = copy.deepcopy(policy).eval().requires_grad_(False)
         optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
-        backend = HFBackend(policy, tokenizer, temperature=config.temperature, seed=config.seed,
-                            batch_size=max(1, config.prompts_per_batch * config.group_size))
-        return cls(policy, reference, tokenizer, envs, list(question_ids), config, optimizer, backend,
-                   random.Random(config.seed))
+        backend = HFBackend(
+            policy,
+            tokenizer,
+            temperature=config.temperature,
+            seed=config.seed,
+            batch_size=max(1, config.prompts_per_batch * config.group_size),
+        )
+        return cls(
+            policy,
+            reference,
+            tokenizer,
+            envs,
+            list(question_ids),
+            config,
+            optimizer,
+            backend,
+            random.Random(config.seed),
+        )
 
     def iteration(self) -> dict[str, float]:
         """One GRPO iteration, in the order of the paper's algorithm; returns CleanRL-named metrics."""
@@ -165,16 +203,22 @@ class TorchGRPO:
         learning_rate = config.lr * warmup_factor(self.step, config.warmup_iterations)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
-        update = grpo_update(self.policy, self.reference, self.optimizer, trajectories, advantages, config,
-                             self.backend.pad_token_id)
+        update = grpo_update(
+            self.policy, self.reference, self.optimizer, trajectories, advantages, config, self.backend.pad_token_id
+        )
         learner_s = time.perf_counter() - learner_started
         # 4. logging, in the RLlib trainer's vocabulary
         self.step += 1
         generated = sum(e.generated_tokens for e in rollouts.episodes)
         metrics = {
             "iteration": float(self.step),
-            **rollout_charts(trajectories, advantages, trained=int(update.pop("charts/trained_trajectories")),
-                             generated_tokens=generated, sample_s=rollouts.wall_s),
+            **rollout_charts(
+                trajectories,
+                advantages,
+                trained=int(update.pop("charts/trained_trajectories")),
+                generated_tokens=generated,
+                sample_s=rollouts.wall_s,
+            ),
             "charts/learning_rate": learning_rate,
             "timers/generate_s": rollouts.generate_s,
             "timers/env_s": rollouts.env_s,
@@ -207,25 +251,45 @@ class Evaluation:
         reward, reward_se = self._mean_se(self.rewards)
         fmt, fmt_se = self._mean_se(self.format_ok)
         f1, f1_se = self._mean_se(self.f1)
-        summary = {"n": len(self.rewards), "reward": reward, "reward_se": reward_se, "format_ok": fmt,
-                   "format_ok_se": fmt_se, "f1": f1, "f1_se": f1_se}
+        summary = {
+            "n": len(self.rewards),
+            "reward": reward,
+            "reward_se": reward_se,
+            "format_ok": fmt,
+            "format_ok_se": fmt_se,
+            "f1": f1,
+            "f1_se": f1_se,
+        }
         if self.searches:
             summary["searches"], summary["searches_se"] = self._mean_se(self.searches)
         return summary
 
 
-def evaluate_policy(model: PreTrainedModel, tokenizer: Any, envs: Sequence[gym.Env], question_ids: Sequence[str],
-                    samples: int, config: RolloutConfig, temperature: float = 1.0, seed: int = 1234) -> Evaluation:
+def evaluate_policy(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    envs: Sequence[gym.Env],
+    question_ids: Sequence[str],
+    samples: int,
+    config: RolloutConfig,
+    temperature: float = 1.0,
+    seed: int = 1234,
+) -> Evaluation:
     """``samples`` episodes per question from a sampler with its own seed, separate from training's samples.
 
     The same seed before and after training gives common random numbers, which makes the difference of the
     two means less noisy than either mean alone.
     """
     model.eval()
-    backend = HFBackend(model, tokenizer, temperature=temperature, seed=seed,
-                        batch_size=max(1, len(question_ids) * samples))
+    backend = HFBackend(
+        model, tokenizer, temperature=temperature, seed=seed, batch_size=max(1, len(question_ids) * samples)
+    )
     order = [q for q in question_ids for _ in range(samples)]
     episodes = list(run_episodes(envs, backend, order, config))
     outcomes = [EpisodeOutcome.from_info(e.info) for e in episodes]
-    return Evaluation([float(e.reward) for e in episodes], [float(o.format_ok) for o in outcomes],
-                      [o.f1 for o in outcomes], [float(e.info["num_searches"]) for e in episodes])
+    return Evaluation(
+        [float(e.reward) for e in episodes],
+        [float(o.format_ok) for o in outcomes],
+        [o.f1 for o in outcomes],
+        [float(e.info["num_searches"]) for e in episodes],
+    )

@@ -15,8 +15,17 @@ from research_env.retrieval.docstore import CorpusFormatError
 from research_env.retrieval.jvm_signals import reclaim_jvm_signal_handlers
 
 __all__ = [
-    "BM25Retriever", "CachedRetriever", "CorpusFormatError", "Document", "MicroBatcher", "Retriever", "RetrieverError",
-    "build_bm25_index", "cached_index", "reclaim_jvm_signal_handlers", "shared_retriever",
+    "BM25Retriever",
+    "CachedRetriever",
+    "CorpusFormatError",
+    "Document",
+    "MicroBatcher",
+    "Retriever",
+    "RetrieverError",
+    "build_bm25_index",
+    "cached_index",
+    "reclaim_jvm_signal_handlers",
+    "shared_retriever",
 ]
 
 _SHARED: dict[Path, BM25Retriever] = {}

@@ -52,8 +52,13 @@ def corpus_fingerprint(corpus: str | os.PathLike) -> str:
     return digest.hexdigest()[:20]
 
 
-def build_bm25_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, threads: int = 2,
-                     batch_size: int = 2048, progress: bool = True) -> Path:
+def build_bm25_index(
+    corpus: str | os.PathLike,
+    index_dir: str | os.PathLike,
+    threads: int = 2,
+    batch_size: int = 2048,
+    progress: bool = True,
+) -> Path:
     """Index a JsonCollection JSONL into ``index_dir`` (raw documents stored, so hits carry their text).
 
     The index is written to a temporary sibling and renamed into place, so a reader never sees a
@@ -68,12 +73,26 @@ def build_bm25_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, th
     from jnius import autoclass
 
     with staged_directory(index_dir) as staging:
-        args = ["-index", str(staging), "-input", "", "-collection", "JsonCollection",
-                "-threads", str(threads), "-storeRaw"]
+        args = [
+            "-index",
+            str(staging),
+            "-input",
+            "",
+            "-collection",
+            "JsonCollection",
+            "-threads",
+            str(threads),
+            "-storeRaw",
+        ]
         indexer = autoclass("io.anserini.index.SimpleIndexer")(args)
         batch: list[str] = []
-        with tqdm(total=corpus.stat().st_size, unit="B", unit_scale=True, desc=f"BM25 index {corpus.name}",
-                  disable=not progress) as bar:
+        with tqdm(
+            total=corpus.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            desc=f"BM25 index {corpus.name}",
+            disable=not progress,
+        ) as bar:
             for raw, _ in iter_corpus_lines(corpus):
                 batch.append(raw.decode("utf-8"))
                 bar.update(len(raw))
@@ -83,8 +102,9 @@ def build_bm25_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, th
             if batch:
                 indexer.addRawDocuments(batch)
         indexer.close()
-        (staging / "research_env.json").write_text(json.dumps({"corpus": str(corpus.resolve()),
-                                                                 "format": _INDEX_FORMAT}))
+        (staging / "research_env.json").write_text(
+            json.dumps({"corpus": str(corpus.resolve()), "format": _INDEX_FORMAT})
+        )
     return index_dir
 
 
@@ -98,8 +118,9 @@ def cached_index(corpus: str | os.PathLike, threads: int = 2, progress: bool = T
 class BM25Retriever:
     """Lucene BM25 over a prebuilt index. Use :meth:`from_corpus` to index a JSONL corpus on first use."""
 
-    def __init__(self, index_dir: str | os.PathLike, k1: float = DEFAULT_K1, b: float = DEFAULT_B,
-                 threads: int = 1) -> None:
+    def __init__(
+        self, index_dir: str | os.PathLike, k1: float = DEFAULT_K1, b: float = DEFAULT_B, threads: int = 1
+    ) -> None:
         self.index_dir = Path(index_dir)
         if not any(self.index_dir.glob("segments_*")):
             raise FileNotFoundError(f"{self.index_dir} is not a Lucene index (build one with scripts/build_index.py)")

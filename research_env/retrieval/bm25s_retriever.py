@@ -24,12 +24,14 @@ def _tokenize(texts: Sequence[str], **kwargs: Any) -> Any:
     import bm25s
     import Stemmer
 
-    return bm25s.tokenize(list(texts), stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False,
-                          **kwargs)
+    return bm25s.tokenize(
+        list(texts), stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False, **kwargs
+    )
 
 
-def build_bm25s_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, k1: float = DEFAULT_K1,
-                      b: float = DEFAULT_B) -> Path:
+def build_bm25s_index(
+    corpus: str | os.PathLike, index_dir: str | os.PathLike, k1: float = DEFAULT_K1, b: float = DEFAULT_B
+) -> Path:
     """Index a JsonCollection JSONL with bm25s (Lucene's BM25 variant) into ``index_dir``, atomically."""
     import bm25s
 
@@ -53,8 +55,10 @@ class BM25SRetriever:
 
         self.index_dir = Path(index_dir)
         if not (self.index_dir / _MARKER).is_file():
-            raise FileNotFoundError(f"{self.index_dir} is not a bm25s index; build one with "
-                                    "`python scripts/build_index.py --corpus JSONL --index DIR --backend bm25s`")
+            raise FileNotFoundError(
+                f"{self.index_dir} is not a bm25s index; build one with "
+                "`python scripts/build_index.py --corpus JSONL --index DIR --backend bm25s`"
+            )
         self._model = bm25s.BM25.load(str(self.index_dir), mmap=True)
         self._model.backend = "numba"
         self.docs = DocStore(self.index_dir)
@@ -90,8 +94,9 @@ class BM25SRetriever:
             asked = [i for i, terms in enumerate(tokens) if terms]
             if not asked:
                 return results
-            rows, scores = self._model.retrieve([tokens[i] for i in asked], k=min(int(k), self.num_docs),
-                                                show_progress=False, n_threads=self.threads)
+            rows, scores = self._model.retrieve(
+                [tokens[i] for i in asked], k=min(int(k), self.num_docs), show_progress=False, n_threads=self.threads
+            )
         except Exception as e:  # bm25s raises ValueError/numba errors for anything that fails inside
             raise RetrieverError(f"bm25s search failed in {self.index_dir}: {e}") from e
         for i, row_ids, row_scores in zip(asked, rows, scores, strict=True):

@@ -54,8 +54,10 @@ class DenseEncoder:
     def __init__(self, model_path: str | os.PathLike, device: str = "cpu", batch_size: int = 64) -> None:
         self.model_path = Path(model_path)
         if not (self.model_path / "config.json").is_file():
-            raise FileNotFoundError(f"{self.model_path} is not a local model directory (no config.json); pass the "
-                                    "path of a downloaded sentence-transformers model, e.g. e5-base-v2")
+            raise FileNotFoundError(
+                f"{self.model_path} is not a local model directory (no config.json); pass the "
+                "path of a downloaded sentence-transformers model, e.g. e5-base-v2"
+            )
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(self.model_path), device=device, local_files_only=True)
@@ -72,8 +74,9 @@ class DenseEncoder:
         return self._encode([self.passage_prefix + p for p in passages])
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
+        vectors = self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
@@ -90,9 +93,16 @@ def new_faiss_index(dim: int, kind: str) -> Any:
     raise ValueError(f"dense index kind must be one of {INDEX_KINDS}, got {kind!r}")
 
 
-def build_dense_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, model_path: str | os.PathLike,
-                      kind: str = "flat", batch_size: int = 256, device: str = "cpu", progress: bool = True,
-                      encoder: DenseEncoder | None = None) -> Path:
+def build_dense_index(
+    corpus: str | os.PathLike,
+    index_dir: str | os.PathLike,
+    model_path: str | os.PathLike,
+    kind: str = "flat",
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+    encoder: DenseEncoder | None = None,
+) -> Path:
     """Encode a JsonCollection JSONL in batches into a faiss index at ``index_dir`` (built in a temporary
     sibling and renamed into place, so a reader never sees half an index). Pass ``encoder`` to reuse a
     loaded model of ``model_path``."""
@@ -103,6 +113,7 @@ def build_dense_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, m
     index = new_faiss_index(encoder.dim, kind)
     index_dir = Path(index_dir)
     with staged_directory(index_dir) as staging:
+
         def documents() -> Iterator[tuple[str, str]]:
             with tqdm(desc=f"dense index {Path(corpus).name}", unit="doc", disable=not progress) as bar:
                 docs = read_corpus(corpus)
@@ -113,20 +124,29 @@ def build_dense_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, m
 
         num_docs = write_docstore(documents(), staging)
         faiss.write_index(index, str(staging / _INDEX_FILE))
-        meta = {"format": _FORMAT, "kind": kind, "model": str(Path(model_path).resolve()), "dim": encoder.dim,
-                "num_docs": num_docs, "query_prefix": encoder.query_prefix, "corpus": str(Path(corpus).resolve())}
+        meta = {
+            "format": _FORMAT,
+            "kind": kind,
+            "model": str(Path(model_path).resolve()),
+            "dim": encoder.dim,
+            "num_docs": num_docs,
+            "query_prefix": encoder.query_prefix,
+            "corpus": str(Path(corpus).resolve()),
+        }
         (staging / _META_FILE).write_text(json.dumps(meta, indent=1))
     return index_dir
 
 
-def cached_dense_index(corpus: str | os.PathLike, model_path: str | os.PathLike, kind: str = "flat",
-                       progress: bool = True) -> Path:
+def cached_dense_index(
+    corpus: str | os.PathLike, model_path: str | os.PathLike, kind: str = "flat", progress: bool = True
+) -> Path:
     """The dense index of (corpus, model, kind) in the cache, built on first use (one builder at a time across
     processes)."""
     model_key = hashlib.sha256(str(Path(model_path).resolve()).encode()).hexdigest()[:8]
     index_dir = cache_root() / "indexes" / f"dense-{kind}-{corpus_fingerprint(corpus)}-{model_key}"
-    return build_once(index_dir, lambda target: build_dense_index(corpus, target, model_path, kind=kind,
-                                                                  progress=progress))
+    return build_once(
+        index_dir, lambda target: build_dense_index(corpus, target, model_path, kind=kind, progress=progress)
+    )
 
 
 class DenseRetriever:
@@ -137,23 +157,35 @@ class DenseRetriever:
     indexes. Empty queries get no documents, as with BM25.
     """
 
-    def __init__(self, index_dir: str | os.PathLike, model_path: str | os.PathLike | None = None,
-                 device: str = "cpu", ef_search: int = HNSW_EF_SEARCH, encoder: DenseEncoder | None = None) -> None:
+    def __init__(
+        self,
+        index_dir: str | os.PathLike,
+        model_path: str | os.PathLike | None = None,
+        device: str = "cpu",
+        ef_search: int = HNSW_EF_SEARCH,
+        encoder: DenseEncoder | None = None,
+    ) -> None:
         import faiss
 
         self.index_dir = Path(index_dir)
         meta_path = self.index_dir / _META_FILE
         if not (self.index_dir / _INDEX_FILE).is_file() or not meta_path.is_file():
-            raise DenseIndexError(f"{self.index_dir} is not a dense index; build one with "
-                                  "`python scripts/build_index.py --corpus JSONL --index DIR --dense MODEL_PATH`")
+            raise DenseIndexError(
+                f"{self.index_dir} is not a dense index; build one with "
+                "`python scripts/build_index.py --corpus JSONL --index DIR --dense MODEL_PATH`"
+            )
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format") != _FORMAT:
-            raise DenseIndexError(f"{self.index_dir} has format {self.meta.get('format')!r}, expected {_FORMAT!r}; "
-                                  "rebuild it with scripts/build_index.py")
+            raise DenseIndexError(
+                f"{self.index_dir} has format {self.meta.get('format')!r}, expected {_FORMAT!r}; "
+                "rebuild it with scripts/build_index.py"
+            )
         self.encoder = encoder or DenseEncoder(model_path or self.meta["model"], device=device)
         if self.encoder.dim != self.meta["dim"]:
-            raise DenseIndexError(f"model {self.encoder.model_path} embeds in {self.encoder.dim} dimensions, the "
-                                  f"index in {self.meta['dim']}: serve the index with the model that built it")
+            raise DenseIndexError(
+                f"model {self.encoder.model_path} embeds in {self.encoder.dim} dimensions, the "
+                f"index in {self.meta['dim']}: serve the index with the model that built it"
+            )
         self.index = faiss.read_index(str(self.index_dir / _INDEX_FILE))
         if self.meta["kind"] == "hnsw":
             self.index.hnsw.efSearch = ef_search
@@ -161,8 +193,9 @@ class DenseRetriever:
         self.num_docs = len(self.docs)
 
     @classmethod
-    def from_corpus(cls, corpus: str | os.PathLike, model_path: str | os.PathLike, kind: str = "flat",
-                    **kwargs: Any) -> DenseRetriever:
+    def from_corpus(
+        cls, corpus: str | os.PathLike, model_path: str | os.PathLike, kind: str = "flat", **kwargs: Any
+    ) -> DenseRetriever:
         return cls(cached_dense_index(corpus, model_path, kind), model_path=model_path, **kwargs)
 
     @property
@@ -176,8 +209,9 @@ class DenseRetriever:
         if not pending:
             return results
         try:
-            scores, rows = self.index.search(self.encoder.encode_queries([queries[i] for i in pending]),
-                                             min(int(k), self.num_docs))
+            scores, rows = self.index.search(
+                self.encoder.encode_queries([queries[i] for i in pending]), min(int(k), self.num_docs)
+            )
         except Exception as e:  # faiss and torch raise RuntimeError for anything that fails inside
             raise RetrieverError(f"dense search failed in {self.index_dir}: {e}") from e
         for i, row_scores, row_ids in zip(pending, scores, rows, strict=True):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import mmap
-import re
 import os
+import re
 import warnings
 from array import array
 from collections.abc import Iterable, Iterator
@@ -61,8 +61,12 @@ def iter_corpus_lines(corpus: str | os.PathLike) -> Iterator[tuple[bytes, dict]]
             if len(doc["contents"]) > MAX_PASSAGE_CHARS:
                 cut += 1
                 if cut <= _NAMED_WARNINGS:
-                    warnings.warn(f"{path}:{line_no}: passage {doc['id']!r} has {len(doc['contents']):,} characters; "
-                                  f"cut to the first {MAX_PASSAGE_CHARS:,}", CorpusWarning, stacklevel=2)
+                    warnings.warn(
+                        f"{path}:{line_no}: passage {doc['id']!r} has {len(doc['contents']):,} characters; "
+                        f"cut to the first {MAX_PASSAGE_CHARS:,}",
+                        CorpusWarning,
+                        stacklevel=2,
+                    )
                 doc["contents"] = doc["contents"][:MAX_PASSAGE_CHARS]
                 raw = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
             if _LONE_SURROGATE.search(doc["contents"]):  # JSON's "\ud800" escape: text no UTF-8 can encode
@@ -70,11 +74,13 @@ def iter_corpus_lines(corpus: str | os.PathLike) -> Iterator[tuple[bytes, dict]]
                 raw = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
             yield raw, doc
     if cut > _NAMED_WARNINGS:
-        warnings.warn(f"{path}: {cut:,} passages in all were cut to {MAX_PASSAGE_CHARS:,} characters",
-                      CorpusWarning, stacklevel=2)
+        warnings.warn(
+            f"{path}: {cut:,} passages in all were cut to {MAX_PASSAGE_CHARS:,} characters", CorpusWarning, stacklevel=2
+        )
     if not id_hashes:
-        raise CorpusFormatError(f'{path} holds no documents: a corpus has one {{"id": ..., "contents": ...}} '
-                                "JSON object per line")
+        raise CorpusFormatError(
+            f'{path} holds no documents: a corpus has one {{"id": ..., "contents": ...}} JSON object per line'
+        )
     _refuse_duplicate_ids(path, np.frombuffer(id_hashes, dtype=np.int64))
 
 
@@ -82,17 +88,21 @@ def _parse_line(raw: bytes, path: Path, line_no: int) -> dict:
     try:
         doc = json.loads(raw)
     except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
-        raise CorpusFormatError(f"{path}:{line_no}: not a JSON line ({e}); a corpus has one "
-                                '{"id": ..., "contents": ...} object per line') from None
+        raise CorpusFormatError(
+            f'{path}:{line_no}: not a JSON line ({e}); a corpus has one {{"id": ..., "contents": ...}} object per line'
+        ) from None
     if not isinstance(doc, dict):
-        raise CorpusFormatError(f'{path}:{line_no}: expected an object {{"id": ..., "contents": ...}}, '
-                                f"got a JSON {type(doc).__name__}")
+        raise CorpusFormatError(
+            f'{path}:{line_no}: expected an object {{"id": ..., "contents": ...}}, got a JSON {type(doc).__name__}'
+        )
     for key, kinds, what in (("id", (str, int), "a string or an integer"), ("contents", (str,), "a string")):
         value = doc.get(key)
         if not isinstance(value, kinds) or isinstance(value, bool):
             problem = "is missing" if key not in doc else f"is a JSON {type(value).__name__}"
-            raise CorpusFormatError(f'{path}:{line_no}: "{key}" {problem}; it must be {what} (a BEIR or '
-                                    "{title, text} corpus converts with scripts/build_corpus.py --passages)")
+            raise CorpusFormatError(
+                f'{path}:{line_no}: "{key}" {problem}; it must be {what} (a BEIR or '
+                "{title, text} corpus converts with scripts/build_corpus.py --passages)"
+            )
     return doc
 
 
@@ -113,9 +123,11 @@ def _refuse_duplicate_ids(path: Path, id_hashes: np.ndarray) -> None:
     duplicates = {doc_id: at for doc_id, at in lines.items() if len(at) > 1}
     if duplicates:
         doc_id, at = next(iter(duplicates.items()))
-        raise CorpusFormatError(f"{path}: {len(duplicates):,} ids occur more than once, e.g. {doc_id!r} on lines "
-                                f"{', '.join(map(str, at[:5]))}; ids must be unique (the same id would be returned "
-                                "twice): remove or rename the copies")
+        raise CorpusFormatError(
+            f"{path}: {len(duplicates):,} ids occur more than once, e.g. {doc_id!r} on lines "
+            f"{', '.join(map(str, at[:5]))}; ids must be unique (the same id would be returned "
+            "twice): remove or rename the copies"
+        )
 
 
 def read_corpus(corpus: str | os.PathLike) -> Iterator[tuple[str, str]]:
@@ -142,8 +154,10 @@ class DocStore:
     def __init__(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
         if not (directory / DOCS_FILE).is_file() or not (directory / OFFSETS_FILE).is_file():
-            raise FileNotFoundError(f"{directory} holds no document store ({DOCS_FILE}, {OFFSETS_FILE}); "
-                                    "rebuild the index with scripts/build_index.py")
+            raise FileNotFoundError(
+                f"{directory} holds no document store ({DOCS_FILE}, {OFFSETS_FILE}); "
+                "rebuild the index with scripts/build_index.py"
+            )
         self._offsets = np.load(directory / OFFSETS_FILE, mmap_mode="r")
         self._file = (directory / DOCS_FILE).open("rb")
         size = os.fstat(self._file.fileno()).st_size
@@ -153,5 +167,5 @@ class DocStore:
         return len(self._offsets) - 1
 
     def document(self, row: int, score: float) -> Document:
-        raw = json.loads(self._data[int(self._offsets[row]):int(self._offsets[row + 1])])
+        raw = json.loads(self._data[int(self._offsets[row]) : int(self._offsets[row + 1])])
         return Document(id=raw["id"], contents=raw["contents"], score=float(score))

@@ -48,8 +48,16 @@ class HTTPRetriever:
         >>> env = gym.make("ReSearch-MuSiQue-v0", retriever=retriever)
     """
 
-    def __init__(self, url: str, wire_format: str = "research", deadline_s: float = 30.0, backoff_s: float = 0.05,
-                 max_backoff_s: float = 2.0, max_batch: int = 1024, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        wire_format: str = "research",
+        deadline_s: float = 30.0,
+        backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+        max_batch: int = 1024,
+        max_connections: int = 64,
+    ) -> None:
         if wire_format not in WIRE_FORMATS:
             raise ValueError(f"wire_format must be one of {WIRE_FORMATS}, got {wire_format!r}")
         if deadline_s <= 0 or backoff_s <= 0 or max_backoff_s <= 0 or max_batch < 1:
@@ -68,7 +76,7 @@ class HTTPRetriever:
         deadline = time.monotonic() + self.deadline_s
         results: list[list[Document]] = []
         for start in range(0, len(queries), self.max_batch):
-            chunk = list(queries[start:start + self.max_batch])
+            chunk = list(queries[start : start + self.max_batch])
             if self.wire_format == "research":
                 body = self._post("/batch_search", {"query": chunk, "top_n": k, "return_score": True}, deadline)
                 results += _parse_research(body, len(chunk))
@@ -106,18 +114,22 @@ class HTTPRetriever:
                     try:
                         return response.json()
                     except ValueError:
-                        raise RetrieverRequestError(f"{self.url}{path} answered non-JSON: "
-                                                    f"{response.text[:200]!r}") from None
+                        raise RetrieverRequestError(
+                            f"{self.url}{path} answered non-JSON: {response.text[:200]!r}"
+                        ) from None
                 if response.status_code not in _RETRIABLE_STATUS:
-                    raise RetrieverRequestError(f"{self.url}{path} rejected the request "
-                                                f"({response.status_code}): {response.text[:500]}")
+                    raise RetrieverRequestError(
+                        f"{self.url}{path} rejected the request ({response.status_code}): {response.text[:500]}"
+                    )
                 last_error = f"HTTP {response.status_code}: {response.text[:200]}"
             pause = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** min(attempts - 1, 30)))
             time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
         waited = time.monotonic() - started
-        raise RetrieverUnavailable(f"retrieval service {self.url}{path} did not answer within its "
-                                   f"{self.deadline_s:.1f}s deadline: {attempts} attempts over {waited:.1f}s; "
-                                   f"last error: {last_error}. Is scripts/serve_retriever.py running there?")
+        raise RetrieverUnavailable(
+            f"retrieval service {self.url}{path} did not answer within its "
+            f"{self.deadline_s:.1f}s deadline: {attempts} attempts over {waited:.1f}s; "
+            f"last error: {last_error}. Is scripts/serve_retriever.py running there?"
+        )
 
 
 def _parse_research(body: Any, n: int) -> list[list[Document]]:
@@ -126,8 +138,13 @@ def _parse_research(body: Any, n: int) -> list[list[Document]]:
         docs, scores = body
         if len(docs) != n or len(scores) != n:
             raise ValueError(f"{len(docs)} result lists for {n} queries")
-        return [[Document(id=str(d.get("id", "")), contents=d["contents"], score=float(s))
-                 for d, s in zip(ds, ss, strict=True)] for ds, ss in zip(docs, scores, strict=True)]
+        return [
+            [
+                Document(id=str(d.get("id", "")), contents=d["contents"], score=float(s))
+                for d, s in zip(ds, ss, strict=True)
+            ]
+            for ds, ss in zip(docs, scores, strict=True)
+        ]
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise RetrieverRequestError(f"not a ReSearch /batch_search answer ({e}): {str(body)[:200]}") from None
 
@@ -138,7 +155,16 @@ def _parse_search_r1(body: Any, n: int) -> list[list[Document]]:
         results = body["result"]
         if len(results) != n:
             raise ValueError(f"{len(results)} result lists for {n} queries")
-        return [[Document(id=str(hit["document"].get("id", "")), contents=hit["document"]["contents"],
-                          score=float(hit["score"])) for hit in hits] for hits in results]
+        return [
+            [
+                Document(
+                    id=str(hit["document"].get("id", "")),
+                    contents=hit["document"]["contents"],
+                    score=float(hit["score"]),
+                )
+                for hit in hits
+            ]
+            for hits in results
+        ]
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise RetrieverRequestError(f"not a Search-R1 /retrieve answer ({e}): {str(body)[:200]}") from None

@@ -26,8 +26,9 @@ class RetrieverReplica:
         return create_app(self.retriever, **self.app_options)
 
 
-def retriever_application(spec: RetrieverSpec, replicas: int = 2, cpus_per_replica: float = 1.0,
-                          app_options: dict[str, Any] | None = None) -> Any:
+def retriever_application(
+    spec: RetrieverSpec, replicas: int = 2, cpus_per_replica: float = 1.0, app_options: dict[str, Any] | None = None
+) -> Any:
     """A bound Ray Serve application of ``replicas`` retriever replicas, ready for ``serve.run``.
 
     Example:
@@ -39,17 +40,31 @@ def retriever_application(spec: RetrieverSpec, replicas: int = 2, cpus_per_repli
 
     if replicas < 1:
         raise ValueError(f"replicas must be >= 1, got {replicas}")
-    deployment = serve.deployment(serve.ingress()(RetrieverReplica), name="retriever", num_replicas=replicas,
-                                  ray_actor_options={"num_cpus": cpus_per_replica})
+    deployment = serve.deployment(
+        serve.ingress()(RetrieverReplica),
+        name="retriever",
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": cpus_per_replica},
+    )
     return deployment.bind(spec, app_options)
 
 
-def run_ray_service(spec: RetrieverSpec, replicas: int, host: str = "127.0.0.1", port: int = 8000,
-                    app_options: dict[str, Any] | None = None, blocking: bool = True) -> None:
+def run_ray_service(
+    spec: RetrieverSpec,
+    replicas: int,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    app_options: dict[str, Any] | None = None,
+    blocking: bool = True,
+) -> None:
     """Start Ray Serve's proxy on ``host:port`` and deploy the replicas (joins a running Ray cluster when
     ``RAY_ADDRESS`` is set, else starts a local one)."""
     from ray import serve
 
     serve.start(http_options={"host": host, "port": port})
-    serve.run(retriever_application(spec, replicas, app_options=app_options), name="retriever", route_prefix="/",
-              blocking=blocking)
+    serve.run(
+        retriever_application(spec, replicas, app_options=app_options),
+        name="retriever",
+        route_prefix="/",
+        blocking=blocking,
+    )

@@ -36,8 +36,10 @@ def trajectory_from_episode(episode: Any, group_id: int) -> Trajectory:
     sampled_logprobs = [lp for chunk in episode.chunks for lp in chunk.logprobs]
     positions = [i for i, m in enumerate(policy_mask) if m]
     if [input_ids[i] for i in positions] != sampled or len(sampled_logprobs) != len(sampled):
-        raise ValueError(f"episode {episode.question_id}: the policy tokens of the observation are not the "
-                         "sampled chunks; run rollouts over wrappers.TokenizedEnv")
+        raise ValueError(
+            f"episode {episode.question_id}: the policy tokens of the observation are not the "
+            "sampled chunks; run rollouts over wrappers.TokenizedEnv"
+        )
     loss_mask, old_logprobs = [0] * len(input_ids), [0.0] * len(input_ids)
     for i, logprob in zip(positions, sampled_logprobs, strict=True):
         if not math.isnan(logprob):  # NaN: a token re-encoded after a stop string, never sampled as such
@@ -45,9 +47,14 @@ def trajectory_from_episode(episode: Any, group_id: int) -> Trajectory:
     from research_env.reward import EpisodeOutcome  # here: the loss pieces stay importable without the env
 
     outcome = EpisodeOutcome.from_info(episode.info)
-    stats = {"reward": float(episode.reward), "f1": outcome.f1, "format_ok": float(outcome.format_ok),
-             "searches": float(episode.info["num_searches"]),
-             "response_tokens": float(sum(policy_mask)), "truncated": float(episode.truncated)}
+    stats = {
+        "reward": float(episode.reward),
+        "f1": outcome.f1,
+        "format_ok": float(outcome.format_ok),
+        "searches": float(episode.info["num_searches"]),
+        "response_tokens": float(sum(policy_mask)),
+        "truncated": float(episode.truncated),
+    }
     return Trajectory(input_ids, loss_mask, old_logprobs, float(episode.reward), group_id, stats)
 
 
@@ -57,8 +64,9 @@ def pad_right(rows: Sequence[Sequence[Any]], value: float, dtype: torch.dtype) -
     return torch.tensor([list(row) + [value] * (length - len(row)) for row in rows], dtype=dtype)
 
 
-def collate_tokens(input_ids: Sequence[Sequence[int]], loss_mask: Sequence[Sequence[int]],
-                   pad_token_id: int) -> dict[str, torch.Tensor]:
+def collate_tokens(
+    input_ids: Sequence[Sequence[int]], loss_mask: Sequence[Sequence[int]], pad_token_id: int
+) -> dict[str, torch.Tensor]:
     """Right-padded input_ids, attention_mask and loss_mask [B, T]: what any token-level loss reads (SFT too)."""
     return {
         "input_ids": pad_right(input_ids, pad_token_id, torch.long),
@@ -76,8 +84,9 @@ def collate(trajectories: Sequence[Trajectory], advantages: torch.Tensor, pad_to
     }
 
 
-def minibatch_rows(group_ids: Sequence[int], advantages: torch.Tensor, num_minibatches: int,
-                   drop_zero_advantage: bool) -> list[list[int]]:
+def minibatch_rows(
+    group_ids: Sequence[int], advantages: torch.Tensor, num_minibatches: int, drop_zero_advantage: bool
+) -> list[list[int]]:
     """Row indices of each optimizer step of one pass: whole groups dealt round-robin (the groups' order is
     already random), less the zero-advantage rows when ``drop_zero_advantage``; empty minibatches are skipped.
 

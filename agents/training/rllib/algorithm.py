@@ -89,15 +89,22 @@ class GRPOConfig(AlgorithmConfig):
             self.question_ids = question_ids
         return self
 
-    def rollouts(self, *, max_new_tokens: int = NotProvided, max_tokens: int = NotProvided,
-                 max_turns: int | None = NotProvided) -> GRPOConfig:
+    def rollouts(
+        self, *, max_new_tokens: int = NotProvided, max_tokens: int = NotProvided, max_turns: int | None = NotProvided
+    ) -> GRPOConfig:
         """Token budgets of an episode (see :class:`agents.generation.rollout.RolloutConfig`)."""
         budgets = dict(max_new_tokens=max_new_tokens, max_tokens=max_tokens, max_turns=max_turns)
         return self.training(**{name: value for name, value in budgets.items() if value is not NotProvided})
 
-    def policy(self, *, model: str | None = NotProvided, dtype: str | None = NotProvided,
-               lora: dict[str, Any] | None = NotProvided, gradient_checkpointing: bool = NotProvided,
-               strategy: str = NotProvided) -> GRPOConfig:
+    def policy(
+        self,
+        *,
+        model: str | None = NotProvided,
+        dtype: str | None = NotProvided,
+        lora: dict[str, Any] | None = NotProvided,
+        gradient_checkpointing: bool = NotProvided,
+        strategy: str = NotProvided,
+    ) -> GRPOConfig:
         """The LM and how the learners hold it: a local checkpoint directory (None: the tiny default), its compute
         dtype (``"float32"``/``"bfloat16"``; None: bfloat16 on a GPU, float32 on CPU; log-probs and the loss are
         float32 either way), LoRA arguments, gradient checkpointing, and ``strategy``: ``"ddp"`` replicates the
@@ -141,21 +148,32 @@ class GRPOConfig(AlgorithmConfig):
         if self.question_ids is not None and len(set(self.question_ids)) != len(self.question_ids):
             raise ValueError("question_ids has duplicates: each question is one group per batch")
         if self.model_dtype not in (None, "float32", "bfloat16"):
-            raise ValueError(f"policy(dtype=...) must be 'float32', 'bfloat16' or None (bfloat16 on a GPU), got "
-                             f"{self.model_dtype!r}")
+            raise ValueError(
+                f"policy(dtype=...) must be 'float32', 'bfloat16' or None (bfloat16 on a GPU), got {self.model_dtype!r}"
+            )
         if self.learner_strategy not in ("ddp", "fsdp"):
             raise ValueError(f"policy(strategy=...) must be 'ddp' or 'fsdp', got {self.learner_strategy!r}")
         if self.learner_strategy == "fsdp" and (self.num_learners < 1 or self.lora):
-            raise ValueError("policy(strategy='fsdp') shards over the learner actors' process group and trains all "
-                             "weights: set learners(num_learners=N) with N >= 1 and leave lora unset (LoRA's "
-                             "adapters are small enough to replicate: use strategy='ddp')")
+            raise ValueError(
+                "policy(strategy='fsdp') shards over the learner actors' process group and trains all "
+                "weights: set learners(num_learners=N) with N >= 1 and leave lora unset (LoRA's "
+                "adapters are small enough to replicate: use strategy='ddp')"
+            )
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from agents.training.rllib.module import CausalLMModule
 
-        return RLModuleSpec(module_class=CausalLMModule, model_config={
-            "model": self.model_path, "dtype": self.model_dtype, "kl_coef": self.kl_coef, "lora": self.lora,
-            "gradient_checkpointing": self.gradient_checkpointing, "strategy": self.learner_strategy})
+        return RLModuleSpec(
+            module_class=CausalLMModule,
+            model_config={
+                "model": self.model_path,
+                "dtype": self.model_dtype,
+                "kl_coef": self.kl_coef,
+                "lora": self.lora,
+                "gradient_checkpointing": self.gradient_checkpointing,
+                "strategy": self.learner_strategy,
+            },
+        )
 
     def get_default_learner_class(self) -> type:
         from agents.training.rllib.learner import GRPOTorchLearner
@@ -194,8 +212,10 @@ class GRPO(Algorithm):
                 raise ValueError(f"question_ids not in the env's dataset: {unknown[:5]} ({len(unknown)} in all)")
             self.question_ids = list(self.config.question_ids)
         if self.config.prompts_per_batch > len(self.question_ids):
-            raise ValueError(f"prompts_per_batch={self.config.prompts_per_batch} but the dataset has only "
-                             f"{len(self.question_ids)} questions; lower prompts_per_batch")
+            raise ValueError(
+                f"prompts_per_batch={self.config.prompts_per_batch} but the dataset has only "
+                f"{len(self.question_ids)} questions; lower prompts_per_batch"
+            )
         self.pad_token_id = self._pad_token_id()
         if self.env_runner_group.num_remote_workers() > 0:  # setup only pushed weights to a local runner
             self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
@@ -213,8 +233,7 @@ class GRPO(Algorithm):
         timesteps = {NUM_ENV_STEPS_SAMPLED_LIFETIME: int(sampled) + len(trajectories)}  # drives lr schedules
 
         started = time.perf_counter()
-        minibatches = minibatch_rows(group_ids.tolist(), advantages, config.num_minibatches,
-                                     config.drop_zero_advantage)
+        minibatches = minibatch_rows(group_ids.tolist(), advantages, config.num_minibatches, config.drop_zero_advantage)
         for rows in minibatches:
             batch = collate([trajectories[i] for i in rows], advantages[rows], self.pad_token_id)
             shards = learner_shards(batch, spec.aggregation, config.num_learners)
@@ -229,8 +248,16 @@ class GRPO(Algorithm):
         if minibatches:
             self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
         sync_s = time.perf_counter() - started
-        self._log(trajectories, samples, advantages, kept=sum(len(rows) for rows in minibatches),
-                  updated=bool(minibatches), sample_s=sample_s, learner_s=learner_s, sync_s=sync_s)
+        self._log(
+            trajectories,
+            samples,
+            advantages,
+            kept=sum(len(rows) for rows in minibatches),
+            updated=bool(minibatches),
+            sample_s=sample_s,
+            learner_s=learner_s,
+            sync_s=sync_s,
+        )
 
     def _sample_groups(self) -> list[dict[str, Any]]:
         config = self.config
@@ -241,8 +268,9 @@ class GRPO(Algorithm):
         for group_id, index in enumerate(questions.tolist()):
             plans[group_id % runners] += [(group_id, self.question_ids[index])] * config.group_size
         iteration = self.iteration
-        return self._foreach_runner(lambda runner: runner.sample(plans[max(runner.worker_index - 1, 0)],
-                                                                 seed=iteration))
+        return self._foreach_runner(
+            lambda runner: runner.sample(plans[max(runner.worker_index - 1, 0)], seed=iteration)
+        )
 
     def _foreach_runner(self, fn: Any) -> list[Any]:
         local = self.env_runner_group.num_remote_workers() <= 0
@@ -251,8 +279,18 @@ class GRPO(Algorithm):
     def _pad_token_id(self) -> int:
         return self._foreach_runner(lambda runner: runner.backend.pad_token_id)[0]
 
-    def _log(self, trajectories: list[Trajectory], samples: list[dict[str, Any]], advantages: torch.Tensor, *,
-             kept: int, updated: bool, sample_s: float, learner_s: float, sync_s: float) -> None:
+    def _log(
+        self,
+        trajectories: list[Trajectory],
+        samples: list[dict[str, Any]],
+        advantages: torch.Tensor,
+        *,
+        kept: int,
+        updated: bool,
+        sample_s: float,
+        learner_s: float,
+        sync_s: float,
+    ) -> None:
         tokens = sum(s["generated_tokens"] for s in samples)
         values = {
             **rollout_charts(trajectories, advantages, trained=kept, generated_tokens=tokens, sample_s=sample_s),
@@ -263,14 +301,23 @@ class GRPO(Algorithm):
             "timers/sync_weights_s": sync_s,
         }
         # The rate the learner set for its next update (RLlib schedules it after each update).
-        values["charts/learning_rate"] = float(self.metrics.peek(
-            (LEARNER_RESULTS, DEFAULT_MODULE_ID, f"{DEFAULT_OPTIMIZER}_{LR_KEY}"), default=float("nan")))
+        values["charts/learning_rate"] = float(
+            self.metrics.peek(
+                (LEARNER_RESULTS, DEFAULT_MODULE_ID, f"{DEFAULT_OPTIMIZER}_{LR_KEY}"), default=float("nan")
+            )
+        )
         for name in LOSSES:  # NaN when no trajectory had a non-zero advantage, so no update was made
-            values[f"losses/{name}"] = float("nan") if not updated else float(self.metrics.peek(
-                (LEARNER_RESULTS, DEFAULT_MODULE_ID, f"losses/{name}"), default=float("nan")))
+            values[f"losses/{name}"] = (
+                float("nan")
+                if not updated
+                else float(
+                    self.metrics.peek((LEARNER_RESULTS, DEFAULT_MODULE_ID, f"losses/{name}"), default=float("nan"))
+                )
+            )
         self.metrics.log_dict(values, reduce="mean", window=1)
-        self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), len(trajectories),
-                               reduce="lifetime_sum")
+        self.metrics.log_value(
+            (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), len(trajectories), reduce="lifetime_sum"
+        )
 
 
 def learner_shards(batch: dict[str, torch.Tensor], aggregation: str, num_learners: int) -> list[MultiAgentBatch]:
@@ -292,6 +339,10 @@ def learner_shards(batch: dict[str, torch.Tensor], aggregation: str, num_learner
     share[:real_rows] = get_aggregation(aggregation).row_share(loss_mask[:real_rows])
     batch["loss_weight"] = learners * share
     size = loss_mask.shape[0] // learners
-    return [MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch({k: v[i * size:(i + 1) * size].numpy()
-                                                             for k, v in batch.items()})}, env_steps=size)
-            for i in range(learners)]
+    return [
+        MultiAgentBatch(
+            {DEFAULT_MODULE_ID: SampleBatch({k: v[i * size : (i + 1) * size].numpy() for k, v in batch.items()})},
+            env_steps=size,
+        )
+        for i in range(learners)
+    ]

@@ -16,8 +16,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, *, all_int
     interface with ``all_interfaces``, for workers on other machines to join)."""
     if address is None and not all_interfaces:
         if "ray" in sys.modules and os.environ.get(_LOOPBACK_ENV) != "0":
-            raise RuntimeError("ray was imported before init_ray could keep the local cluster on 127.0.0.1; call "
-                               "init_ray before importing ray, or pass all_interfaces=True")
+            raise RuntimeError(
+                "ray was imported before init_ray could keep the local cluster on 127.0.0.1; call "
+                "init_ray before importing ray, or pass all_interfaces=True"
+            )
         os.environ[_LOOPBACK_ENV] = "0"
     import ray
 

@@ -38,8 +38,13 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
         spaces = self.get_spaces()
         self.module = self.config.get_rl_module_spec(spaces=spaces, inference_only=True).build()
         self.module.eval()
-        self.backend = HFBackend(self.module.model, self.module.tokenizer, temperature=self.config.temperature,
-                                 seed=self.config.seed or 0, batch_size=max(1, self.config.trajectories_per_batch))
+        self.backend = HFBackend(
+            self.module.model,
+            self.module.tokenizer,
+            temperature=self.config.temperature,
+            seed=self.config.seed or 0,
+            batch_size=max(1, self.config.trajectories_per_batch),
+        )
         self.envs: list[gym.Env] = []
         self._question_ids: list[str] | None = None
         self._http_retriever: Any = None
@@ -72,17 +77,29 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
         base_seed = self.config.seed or 0
         self.backend.generator.manual_seed((base_seed * 1_000_003 + seed) * 1_009 + (self.worker_index or 0))
         started = time.perf_counter()
-        episodes = list(tqdm(run_episodes(self.envs[:len(plan)], self.backend, [qid for _, qid in plan],
-                                          self.config.rollout_config),
-                             total=len(plan), desc="episodes", unit="ep", leave=False,
-                             disable=bool(self.worker_index)))  # a bar in the driver's runner only
+        episodes = list(
+            tqdm(
+                run_episodes(
+                    self.envs[: len(plan)], self.backend, [qid for _, qid in plan], self.config.rollout_config
+                ),
+                total=len(plan),
+                desc="episodes",
+                unit="ep",
+                leave=False,
+                disable=bool(self.worker_index),
+            )
+        )  # a bar in the driver's runner only
         wall_s = time.perf_counter() - started
         order = {qid: i for i, (_, qid) in enumerate(plan)}
         episodes.sort(key=lambda e: order[e.question_id])
         trajectories: list[Trajectory] = [trajectory_from_episode(e, group_of[e.question_id]) for e in episodes]
-        return {"trajectories": trajectories, "wall_s": wall_s,
-                "generate_s": sum(e.generate_s for e in episodes), "env_s": sum(e.env_s for e in episodes),
-                "generated_tokens": sum(e.generated_tokens for e in episodes)}
+        return {
+            "trajectories": trajectories,
+            "wall_s": wall_s,
+            "generate_s": sum(e.generate_s for e in episodes),
+            "env_s": sum(e.env_s for e in episodes),
+            "generated_tokens": sum(e.generated_tokens for e in episodes),
+        }
 
     def get_spaces(self) -> dict[str, tuple[gym.Space, gym.Space]]:
         spaces = (TRANSCRIPT_SPACE, TOKEN_SPACE)

@@ -46,8 +46,12 @@ class GRPOTorchLearner(AccumulatingTorchLearner):
             self.module[module_id].unwrapped().shard()
         # Only trainable tensors: the frozen reference (or LoRA's frozen base) has no gradients.
         params = [p for p in self.get_parameters(self.module[module_id]) if p.requires_grad]
-        self.register_optimizer(module_id=module_id, optimizer=torch.optim.AdamW(params, weight_decay=0.0),
-                                params=params, lr_or_lr_schedule=config.lr_schedule)
+        self.register_optimizer(
+            module_id=module_id,
+            optimizer=torch.optim.AdamW(params, weight_decay=0.0),
+            params=params,
+            lr_or_lr_schedule=config.lr_schedule,
+        )
         if self.sharded:
             self.gather_optimizer_state()
 
@@ -71,17 +75,26 @@ class GRPOTorchLearner(AccumulatingTorchLearner):
                 local_only = self.distributed and not self.sharded and i < len(starts) - 1
                 with module.no_sync() if local_only else nullcontext():
                     # FSDP's hooks run on the module's call; RLlib's forward_train bypasses it.
-                    fwd_out = {module_id: module(micro)} if self.sharded else self.module.forward_train(
-                        {module_id: micro})
+                    fwd_out = (
+                        {module_id: module(micro)} if self.sharded else self.module.forward_train({module_id: micro})
+                    )
                     loss = self.compute_losses(fwd_out=fwd_out, batch={module_id: micro})[module_id]
                     loss.backward()
                 total += loss.detach()
             losses[module_id] = total
             # Diagnostics are means over the policy tokens of all micro-batches.
-            self.metrics.log_dict({(module_id, name): _weighted_mean(values)
-                                   for name, values in self._micro_metrics.items()}, reduce="mean", window=1)
-            gradients.update({self.get_param_ref(p): p.grad for p in self.get_parameters(self.module[module_id])
-                              if p.grad is not None})
+            self.metrics.log_dict(
+                {(module_id, name): _weighted_mean(values) for name, values in self._micro_metrics.items()},
+                reduce="mean",
+                window=1,
+            )
+            gradients.update(
+                {
+                    self.get_param_ref(p): p.grad
+                    for p in self.get_parameters(self.module[module_id])
+                    if p.grad is not None
+                }
+            )
         self.apply_gradients(self.postprocess_gradients(gradients))
         return losses
 
@@ -94,11 +107,13 @@ class GRPOTorchLearner(AccumulatingTorchLearner):
             self.gather_optimizer_state()
 
     @override(TorchLearner)
-    def postprocess_gradients_for_module(self, *, module_id: ModuleID, config: Any = None,
-                                         module_gradients_dict: dict[Any, torch.Tensor]) -> dict[Any, torch.Tensor]:
+    def postprocess_gradients_for_module(
+        self, *, module_id: ModuleID, config: Any = None, module_gradients_dict: dict[Any, torch.Tensor]
+    ) -> dict[Any, torch.Tensor]:
         if not self.sharded or not config.grad_clip:
-            return super().postprocess_gradients_for_module(module_id=module_id, config=config,
-                                                            module_gradients_dict=module_gradients_dict)
+            return super().postprocess_gradients_for_module(
+                module_id=module_id, config=config, module_gradients_dict=module_gradients_dict
+            )
         # RLlib's global norm stacks per-tensor norms, which sharded gradients cannot be; torch's clipping
         # all-reduces the shards' squared norms. TorchLearner's parameter references are the parameters.
         for name, optimizer in self.get_optimizers_for_module(module_id):
@@ -113,10 +128,13 @@ class GRPOTorchLearner(AccumulatingTorchLearner):
         from agents.training.fsdp import full_optimizer_state
 
         self.gathered_optimizer_state = {
-            f"{module_id}_{name}": {"module_id": module_id,
-                                    "state": full_optimizer_state(self.module[module_id].unwrapped().model, optimizer)}
+            f"{module_id}_{name}": {
+                "module_id": module_id,
+                "state": full_optimizer_state(self.module[module_id].unwrapped().model, optimizer),
+            }
             for module_id in self.module.keys()  # noqa: SIM118  (a MultiRLModule, not a dict)
-            for name, optimizer in self.get_optimizers_for_module(module_id)}
+            for name, optimizer in self.get_optimizers_for_module(module_id)
+        }
 
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
         """Load an unsharded optimizer state (from FSDP or DDP) into the sharded optimizers, on every rank."""
@@ -124,16 +142,23 @@ class GRPOTorchLearner(AccumulatingTorchLearner):
 
         for name, entry in state.items():
             module_id = entry["module_id"]
-            optimizer = self.get_optimizer(module_id, name[len(module_id) + 1:])
+            optimizer = self.get_optimizer(module_id, name[len(module_id) + 1 :])
             load_full_optimizer_state(self.module[module_id].unwrapped().model, optimizer, entry["state"])
         self.gather_optimizer_state()
 
     @override(TorchLearner)
-    def compute_loss_for_module(self, *, module_id: ModuleID, config: Any, batch: dict[str, Any],
-                                fwd_out: dict[str, TensorType]) -> TensorType:
+    def compute_loss_for_module(
+        self, *, module_id: ModuleID, config: Any, batch: dict[str, Any], fwd_out: dict[str, TensorType]
+    ) -> TensorType:
         loss, metrics = policy_loss(
-            fwd_out["logprobs"], batch["old_logprobs"], batch["advantages"], batch["loss_mask"], self.loss_config,
-            ref_logprobs=fwd_out.get("ref_logprobs"), entropy=fwd_out.get("entropy"))
+            fwd_out["logprobs"],
+            batch["old_logprobs"],
+            batch["advantages"],
+            batch["loss_mask"],
+            self.loss_config,
+            ref_logprobs=fwd_out.get("ref_logprobs"),
+            entropy=fwd_out.get("entropy"),
+        )
         tokens = float(batch["loss_mask"].sum())
         for name, value in metrics.items():
             self._micro_metrics[name].append((value, tokens))

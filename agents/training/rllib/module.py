@@ -122,13 +122,21 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
             with nullcontext():
                 yield self.reference
 
-    def get_state(self, components: str | Collection[str] | None = None, *,
-                  not_components: str | Collection[str] | None = None, inference_only: bool = False,
-                  **kwargs: Any) -> StateDict:
+    def get_state(
+        self,
+        components: str | Collection[str] | None = None,
+        *,
+        not_components: str | Collection[str] | None = None,
+        inference_only: bool = False,
+        **kwargs: Any,
+    ) -> StateDict:
         if self._gathered_state is not None:
             return dict(self._gathered_state)
-        return {name: tensor.detach().cpu() for name, tensor in self.model.state_dict().items()
-                if not self.lora or _is_adapter(name)}
+        return {
+            name: tensor.detach().cpu()
+            for name, tensor in self.model.state_dict().items()
+            if not self.lora or _is_adapter(name)
+        }
 
     def set_state(self, state: StateDict) -> None:
         state = {name: torch.as_tensor(value) for name, value in state.items()}
@@ -140,9 +148,11 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
             return
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected or (not self.lora and missing):
-            raise ValueError(f"the state does not match the model {self.model_config.get('model')!r}: "
-                             f"missing {missing[:5]}, unexpected {unexpected[:5]}; was it saved with other "
-                             "--model/--lora settings?")
+            raise ValueError(
+                f"the state does not match the model {self.model_config.get('model')!r}: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}; was it saved with other "
+                "--model/--lora settings?"
+            )
 
 
 def default_dtype() -> str:

@@ -54,12 +54,18 @@ class AccumulatingTorchLearner(TorchLearner):
     def _get_optimizer_state(self) -> dict[str, Any]:
         if not self.sharded:
             return super()._get_optimizer_state()
-        return {name: {**entry, "state": convert_to_numpy(entry["state"])}
-                for name, entry in self.gathered_optimizer_state.items()}
+        return {
+            name: {**entry, "state": convert_to_numpy(entry["state"])}
+            for name, entry in self.gathered_optimizer_state.items()
+        }
 
     @override(TorchLearner)
     def _set_optimizer_state(self, state: dict[str, Any]) -> None:
         if not self.sharded:
             return super()._set_optimizer_state(state)
-        self.load_optimizer_state({name: {**entry, "state": {**entry["state"], "state": convert_to_torch_tensor(
-            entry["state"]["state"])}} for name, entry in state.items()})
+        self.load_optimizer_state(
+            {
+                name: {**entry, "state": {**entry["state"], "state": convert_to_torch_tensor(entry["state"]["state"])}}
+                for name, entry in state.items()
+            }
+        )
