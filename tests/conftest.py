@@ -18,6 +18,30 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+#: The smallest run that still plays whole groups through the env and updates: 1 question x 2 rollouts, the tiny
+#: random model as it is (no warm start, no held-out evaluation), every group in the update.
+TINY_RUN = [
+    "--prompts",
+    "1",
+    "--group-size",
+    "2",
+    "--max-new-tokens",
+    "4",
+    "--max-turns",
+    "1",
+    "--num-cpus",
+    "2",
+    "--env",
+    "ReSearch-MuSiQue-v0",
+    "--no-small-vocab",
+    "--no-sft-warmstart",
+    "--eval-every",
+    "0",
+    "--minibatches",
+    "1",
+    "--no-drop-zero-advantage",
+]
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 pytest.importorskip("ray")
 
@@ -23,27 +24,6 @@ import export_policy  # noqa: E402
 from agents.generation.hf_backend import HFBackend  # noqa: E402
 
 #: The smallest training run (tests/test_grpo_train.py's): 1 question x 2 rollouts, 4-token chunks, 1 iteration.
-TINY = [
-    "--prompts",
-    "1",
-    "--group-size",
-    "2",
-    "--max-new-tokens",
-    "4",
-    "--max-turns",
-    "1",
-    "--num-cpus",
-    "2",
-    "--env",
-    "ReSearch-MuSiQue-v0",
-    "--no-small-vocab",
-    "--no-sft-warmstart",
-    "--eval-every",
-    "0",
-    "--minibatches",
-    "1",
-    "--no-drop-zero-advantage",
-]
 EVAL = [
     "--datasets",
     "musique",
@@ -85,7 +65,7 @@ def test_train_export_evaluate(tmp_path):
             str(run),
             "--iterations",
             "1",
-            *TINY,
+            *TINY_RUN,
         ],
         cwd=ROOT,
         capture_output=True,

@@ -18,34 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RUN
 
 ray = pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_grpo_rllib.py"
-#: The smallest run that still plays whole groups through the env and updates: 1 question x 2 rollouts, the tiny
-#: random model as it is (no warm start, no held-out evaluation), every group in the update.
-TINY = [
-    "--prompts",
-    "1",
-    "--group-size",
-    "2",
-    "--max-new-tokens",
-    "4",
-    "--max-turns",
-    "1",
-    "--num-cpus",
-    "2",
-    "--env",
-    "ReSearch-MuSiQue-v0",
-    "--no-small-vocab",
-    "--no-sft-warmstart",
-    "--eval-every",
-    "0",
-    "--minibatches",
-    "1",
-    "--no-drop-zero-advantage",
-]
 
 
 def start(output: Path, *args: str) -> subprocess.Popen:
@@ -54,7 +32,7 @@ def start(output: Path, *args: str) -> subprocess.Popen:
     # Without conftest's loopback setting for Ray: the script must keep its Ray instance on 127.0.0.1 by itself.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     return subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--output", str(output), *TINY, *args],
+        [sys.executable, str(SCRIPT), "--output", str(output), *TINY_RUN, *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
