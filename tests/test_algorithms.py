@@ -137,9 +137,9 @@ def test_masked_tokens_get_no_gradient():
     assert logp.grad[0, 1].item() == 0.0 and logp.grad[0, 0].item() != 0.0
 
 
-def test_token_logprobs_match_a_full_log_softmax():
+def _tiny_lm() -> Qwen2ForCausalLM:
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(
+    return Qwen2ForCausalLM(
         Qwen2Config(
             vocab_size=50,
             hidden_size=32,
@@ -149,7 +149,11 @@ def test_token_logprobs_match_a_full_log_softmax():
             num_key_value_heads=1,
             head_dim=32,
         )
-    ).eval()
+    )
+
+
+def test_token_logprobs_match_a_full_log_softmax():
+    model = _tiny_lm().eval()
     ids = torch.randint(0, 50, (2, 7))
     mask = torch.ones_like(ids)
     logp, entropy = token_logprobs(model, ids, mask, with_entropy=True)
@@ -168,21 +172,6 @@ def test_collate_right_pads_and_keeps_masks():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["loss_mask"].tolist() == [[0, 1, 1], [0, 1, 0]]
     assert batch["old_logprobs"][1].tolist() == pytest.approx([0.0, -0.2, 0.0])
-
-
-def _tiny_lm() -> Qwen2ForCausalLM:
-    torch.manual_seed(0)
-    return Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=50,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=1,
-            num_key_value_heads=1,
-            head_dim=32,
-        )
-    )
 
 
 def _gradient(trajectories: list[Trajectory], advantages: torch.Tensor, settings) -> dict[str, torch.Tensor]:
