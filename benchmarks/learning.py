@@ -263,8 +263,9 @@ def learning_figure(runs: list[dict[str, Any]]):  # -> matplotlib.figure.Figure
     return fig
 
 
-def main() -> None:
-    args = parse_args()
+def run_seeds(args: argparse.Namespace, run_seed: Any, plot: Any, stem: str) -> list[dict[str, Any]]:
+    """Every seed of ``args.seeds`` on one Ray instance; ``DIR/<stem>.json`` and ``.png`` rewritten after each, so an
+    interrupted benchmark keeps the seeds it finished. Shared with ``learning_synthetic.py``."""
     from agents.training.rllib.cluster import init_ray
 
     torch.set_num_threads(args.threads)
@@ -277,11 +278,15 @@ def main() -> None:
         for seed in args.seeds:
             runs.append(run_seed(args, seed))
             report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": runs}
-            (args.out / "learning.json").write_text(json.dumps(report, indent=1))
-            plot(runs, args.out / "learning.png")
+            (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+            plot(runs, args.out / f"{stem}.png")
     finally:
         ray.shutdown()
-    print_table(runs)
+    return runs
+
+
+def main() -> None:
+    print_table(run_seeds(parse_args(), run_seed, plot, "learning"))
 
 
 if __name__ == "__main__":

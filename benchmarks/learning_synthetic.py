@@ -20,7 +20,6 @@ Writes DIR/seed<N>/{policy,grpo,no_passages}/ and DIR/learning_synthetic.{json,p
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -256,21 +255,6 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    from agents.training.rllib.cluster import init_ray
+    from learning import run_seeds  # the seed loop of benchmarks/learning.py, which dispatches here
 
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    init_ray(num_cpus=args.threads)
-    import ray
-
-    runs = []
-    try:
-        for seed in args.seeds:
-            runs.append(run_seed(args, seed))
-            report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": runs}
-            (args.out / "learning_synthetic.json").write_text(json.dumps(report, indent=1))
-            plot(runs, args.out / "learning_synthetic.png")
-    finally:
-        ray.shutdown()
-    print_table(runs)
+    print_table(run_seeds(parse_args(argv), run_seed, plot, "learning_synthetic"))
