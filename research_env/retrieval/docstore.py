@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import re
 import warnings
 from array import array
 from collections.abc import Iterable, Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from research_env.protocol import find_lone_surrogate, replace_lone_surrogates
 from research_env.retrieval.base import Document
 
 DOCS_FILE, OFFSETS_FILE = "docs.jsonl", "offsets.npy"
@@ -23,8 +23,6 @@ DOCS_FILE, OFFSETS_FILE = "docs.jsonl", "offsets.npy"
 #: Wikipedia passages are ~600 characters and the env shows top-5 of them per search: one 10 MB passage would
 #: be a 10M-character result block. Cut passages are indexed and returned cut, by every backend alike.
 MAX_PASSAGE_CHARS = 16_384
-#: A surrogate code point on its own (a pair is decoded into one character by ``json.loads``).
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _NAMED_WARNINGS = 10  # cut passages named one by one; the rest are counted
 
 
@@ -69,8 +67,8 @@ def iter_corpus_lines(corpus: str | os.PathLike) -> Iterator[tuple[bytes, dict]]
                     )
                 doc["contents"] = doc["contents"][:MAX_PASSAGE_CHARS]
                 raw = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
-            if _LONE_SURROGATE.search(doc["contents"]):  # JSON's "\ud800" escape: text no UTF-8 can encode
-                doc["contents"] = _LONE_SURROGATE.sub("\ufffd", doc["contents"])
+            if find_lone_surrogate(doc["contents"]) >= 0:  # JSON's "\ud800" escape: text no UTF-8 can encode
+                doc["contents"] = replace_lone_surrogates(doc["contents"])
                 raw = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
             yield raw, doc
     if cut > _NAMED_WARNINGS:
