@@ -22,6 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
+from agents.generation.engines import ROLLOUT_BACKENDS
 from agents.training.cli import env_kwargs, training_parser, validate_args
 from agents.training.run import eval_line, held_out_evaluation, question_ids, warm_start
 from agents.training.settings import GRPOSettings
@@ -38,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     rllib.add_argument("--num-learners", type=int, default=0, help="0: learn in this process; N > 1: DDP")
     rllib.add_argument("--num-gpus-per-learner", type=float, default=0)
     rllib.add_argument("--num-env-runners", type=int, default=0, help="0: sample in this process")
+    rllib.add_argument("--num-gpus-per-env-runner", type=float, default=0, help="GPUs of each env runner's engine")
+    rllib.add_argument(
+        "--rollout-backend",
+        choices=ROLLOUT_BACKENDS,
+        default="auto",
+        help="the env runners' engine: vllm (weights reloaded in place after each update), hf (the exact reference), "
+        "auto (vllm where it is installed and a GPU is present, else hf)",
+    )
+    rllib.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs of one vLLM engine (tensor parallel)")
     rllib.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
     rllib.add_argument("--lora-rank", type=int, default=16)
     memory = p.add_argument_group("learner memory (see agents/training/memory.py for what fits where)")
@@ -68,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.settings = validate_args(parser, args)
-    for name in ("checkpoint_every", "keep_checkpoints"):
+    for name in ("checkpoint_every", "keep_checkpoints", "tensor_parallel_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
@@ -98,7 +108,8 @@ def build_config(args: argparse.Namespace, model: str | None = None, question_id
             strategy=args.strategy,
         )
         .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
-        .env_runners(num_env_runners=args.num_env_runners)
+        .env_runners(num_env_runners=args.num_env_runners, num_gpus_per_env_runner=args.num_gpus_per_env_runner)
+        .rollouts(backend=args.rollout_backend, tensor_parallel_size=args.tensor_parallel_size)
         .debugging(seed=settings.seed)
     )
 

@@ -5,6 +5,7 @@ checked on a short decoded tail only."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -59,6 +60,10 @@ class HFBackend:
         lm, tokenizer = load_causal_lm(model, device=device)
         return cls(lm, tokenizer, **kwargs)
 
+    def reseed(self, seed: int) -> None:
+        """Seed the following calls' sampling: the same batches in the same order then draw the same tokens."""
+        self.generator.manual_seed(int(seed))
+
     @torch.inference_mode()
     def generate(
         self,
@@ -99,7 +104,7 @@ class HFBackend:
                     input_ids=input_ids,
                     attention_mask=attention,
                     position_ids=positions,
-                    cache=cache,
+                    **{cache_argument(self.model): cache},
                     use_cache=True,
                     logits_to_keep=1,
                 )
@@ -137,3 +142,10 @@ class HFBackend:
             logprobs = torch.log_softmax(logits / self.temperature, dim=-1)
             tokens = torch.multinomial(logprobs.exp(), 1, generator=self.generator).squeeze(-1)
         return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def cache_argument(model: PreTrainedModel) -> str:
+    """The name under which ``model.forward`` takes its KV cache: ``cache`` from transformers 5.20, ``past_key_values``
+    before (vLLM for CPU pins transformers below 5.20). Passing the other name would be swallowed by ``**kwargs``
+    and every step would run without its history."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

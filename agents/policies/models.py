@@ -116,5 +116,11 @@ def load_causal_lm(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
-    tokenizer = load_tokenizer(path) if (path / "tokenizer_config.json").is_file() else build_qwen25_tokenizer()
-    return lm, tokenizer
+    return lm, load_policy_tokenizer(path)
+
+
+def load_policy_tokenizer(model: str | os.PathLike | None = None) -> Any:
+    """The tokenizer a policy was trained with: the checkpoint's own, else the offline Qwen2.5 one. Envs, learners
+    and every generation backend use this one, so that token ids mean the same everywhere."""
+    path = resolve_model_path(model)
+    return load_tokenizer(path) if (path / "tokenizer_config.json").is_file() else build_qwen25_tokenizer()

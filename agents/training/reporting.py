@@ -17,6 +17,12 @@ if TYPE_CHECKING:
 
     from agents.training.algorithms import Trajectory
 
+#: Mean |log p_rollout - log p_learner| over the sampled policy tokens, before an iteration's first update: the check
+#: that the rollout engine samples from the policy being trained (~1e-7 in float32 when the weights are in sync, as
+#: large as the last update's change when they are not). The RLlib trainer logs it; the plain loop samples from the
+#: model it trains.
+LOGPROB_DIFF = "rollout/logprob_diff"
+
 #: What the progress line, TensorBoard and the curves show (CleanRL's names where CleanRL has one).
 TRACKED = (
     "charts/episodic_return",
@@ -37,6 +43,7 @@ TRACKED = (
     "timers/sync_weights_s",
     "charts/learning_rate",
     "charts/trained_trajectories",
+    LOGPROB_DIFF,
 )
 #: Held-out evaluation (``agents.training.heldout``), present only in the rows of the iterations that ran one.
 EVALUATED = ("eval/reward", "eval/reward_se", "eval/f1", "eval/format_ok_rate", "eval/searches_per_episode")

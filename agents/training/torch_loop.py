@@ -94,7 +94,7 @@ def grpo_update(
             loss_sum = 0.0
             for start in range(0, len(rows), config.micro_batch_size):
                 micro = {name: value[start : start + config.micro_batch_size] for name, value in batch.items()}
-                loss, step_metrics = _micro_batch_loss(policy, reference, micro, loss_config)
+                loss, step_metrics = _micro_batch_loss(policy, reference, micro, loss_config, config.temperature or 1.0)
                 weight = shares[start : start + config.micro_batch_size].sum()
                 (loss * weight).backward()
                 loss_sum += float(loss.detach() * weight)
@@ -109,16 +109,19 @@ def grpo_update(
 
 
 def _micro_batch_loss(
-    policy: PreTrainedModel, reference: PreTrainedModel | None, batch: dict[str, torch.Tensor], loss_config: LossConfig
+    policy: PreTrainedModel,
+    reference: PreTrainedModel | None,
+    batch: dict[str, torch.Tensor],
+    loss_config: LossConfig,
+    temperature: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     mask = batch["loss_mask"]  # [b, T]
-    logprobs, entropy = masked_token_logprobs(
-        policy, batch["input_ids"], batch["attention_mask"], mask, with_entropy=True
-    )
+    ids, attention = batch["input_ids"], batch["attention_mask"]
+    logprobs, entropy = masked_token_logprobs(policy, ids, attention, mask, True, temperature)  # the sampling policy
     ref_logprobs = None
     if reference is not None and loss_config.kl_coef:
         with torch.no_grad():
-            ref_logprobs, _ = masked_token_logprobs(reference, batch["input_ids"], batch["attention_mask"], mask)
+            ref_logprobs, _ = masked_token_logprobs(reference, ids, attention, mask, temperature=temperature)
     return policy_loss(
         logprobs,
         batch["old_logprobs"],

@@ -13,6 +13,7 @@ from dataclasses import fields
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -26,6 +27,7 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
 )
 
+from agents.generation.engines import ROLLOUT_BACKENDS
 from agents.generation.rollout import RolloutConfig
 from agents.training.algorithms import (
     Trajectory,
@@ -35,7 +37,7 @@ from agents.training.algorithms import (
     get_algorithm,
     minibatch_rows,
 )
-from agents.training.reporting import rollout_charts
+from agents.training.reporting import LOGPROB_DIFF, rollout_charts
 from agents.training.settings import DEFAULT_ENV_ID, SETTING_NAMES, GRPOSettings, warmup_lr
 
 
@@ -63,6 +65,13 @@ class GRPOConfig(AlgorithmConfig):
         self.env = DEFAULT_ENV_ID
         self.env_runner_cls = ReSearchEnvRunner
         self.num_env_runners = 0
+        # With remote runners the driver samples nothing, so it builds no local runner (RLlib makes one anyway
+        # when there are no remote runners).
+        self.create_local_env_runner = False
+        # The rollout engine of the runners (see ``rollouts``).
+        self.rollout_backend = "auto"
+        self.vllm_tensor_parallel_size = 1
+        self.engine_kwargs: dict[str, Any] = {}
         # Our runners have no connector state; weights are synced explicitly after each update.
         self.merge_env_runner_states = False
         self.broadcast_env_runner_states = False
@@ -90,9 +99,29 @@ class GRPOConfig(AlgorithmConfig):
         return self
 
     def rollouts(
-        self, *, max_new_tokens: int = NotProvided, max_tokens: int = NotProvided, max_turns: int | None = NotProvided
+        self,
+        *,
+        backend: str = NotProvided,
+        max_new_tokens: int = NotProvided,
+        max_tokens: int = NotProvided,
+        max_turns: int | None = NotProvided,
+        tensor_parallel_size: int = NotProvided,
+        engine_kwargs: dict[str, Any] = NotProvided,
     ) -> GRPOConfig:
-        """Token budgets of an episode (see :class:`agents.generation.rollout.RolloutConfig`)."""
+        """The rollout engine, and the token budgets of an episode (:class:`agents.generation.rollout.RolloutConfig`).
+
+        ``backend``: ``"vllm"`` (one engine per env runner, built from the policy checkpoint with prefix caching, its
+        weights replaced in place after every update; give each runner a GPU with
+        ``env_runners(num_gpus_per_env_runner=...)``), ``"hf"`` (the exact reference, on CPU or the runner's GPU)
+        or ``"auto"`` (vLLM where it is installed and a GPU is present). ``tensor_parallel_size`` and
+        ``engine_kwargs`` (e.g. ``gpu_memory_utilization``) go to ``vllm.LLM``.
+        """
+        if backend is not NotProvided:
+            self.rollout_backend = backend
+        if tensor_parallel_size is not NotProvided:
+            self.vllm_tensor_parallel_size = tensor_parallel_size
+        if engine_kwargs is not NotProvided:
+            self.engine_kwargs = dict(engine_kwargs)
         budgets = dict(max_new_tokens=max_new_tokens, max_tokens=max_tokens, max_turns=max_turns)
         return self.training(**{name: value for name, value in budgets.items() if value is not NotProvided})
 
@@ -151,6 +180,15 @@ class GRPOConfig(AlgorithmConfig):
             raise ValueError(
                 f"policy(dtype=...) must be 'float32', 'bfloat16' or None (bfloat16 on a GPU), got {self.model_dtype!r}"
             )
+        if self.rollout_backend not in ROLLOUT_BACKENDS:
+            raise ValueError(f"rollouts(backend=...) must be one of {ROLLOUT_BACKENDS}, got {self.rollout_backend!r}")
+        if self.vllm_tensor_parallel_size < 1:
+            raise ValueError(f"rollouts(tensor_parallel_size=...) must be >= 1, got {self.vllm_tensor_parallel_size}")
+        if self.rollout_backend == "vllm" and self.lora:
+            raise ValueError(
+                "rollouts(backend='vllm') reloads every weight of the engine after each update, and LoRA runs send "
+                "only their adapters: use backend='hf' with LoRA, or train all weights"
+            )
         if self.learner_strategy not in ("ddp", "fsdp"):
             raise ValueError(f"policy(strategy=...) must be 'ddp' or 'fsdp', got {self.learner_strategy!r}")
         if self.learner_strategy == "fsdp" and (self.num_learners < 1 or self.lora):
@@ -167,6 +205,7 @@ class GRPOConfig(AlgorithmConfig):
             module_class=CausalLMModule,
             model_config={
                 "model": self.model_path,
+                "temperature": self.temperature,
                 "dtype": self.model_dtype,
                 "kl_coef": self.kl_coef,
                 "lora": self.lora,
@@ -182,6 +221,13 @@ class GRPOConfig(AlgorithmConfig):
 
 
 LOSSES = ("policy_loss", "approx_kl", "clipfrac", "kl", "entropy")
+
+
+def _put_policy_state(learner: Any) -> ray.ObjectRef | None:
+    """On learner 0 (rank 0 of the process group), put the policy's inference state into the object store."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return None
+    return ray.put(learner.module[DEFAULT_MODULE_ID].unwrapped().get_state(inference_only=True))
 
 
 class GRPO(Algorithm):
@@ -218,7 +264,7 @@ class GRPO(Algorithm):
             )
         self.pad_token_id = self._pad_token_id()
         if self.env_runner_group.num_remote_workers() > 0:  # setup only pushed weights to a local runner
-            self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
+            self.sync_rollout_weights()
 
     def training_step(self) -> None:
         config, spec = self.config, get_algorithm(self.config.algorithm)
@@ -234,7 +280,8 @@ class GRPO(Algorithm):
 
         started = time.perf_counter()
         minibatches = minibatch_rows(group_ids.tolist(), advantages, config.num_minibatches, config.drop_zero_advantage)
-        for rows in minibatches:
+        logprob_diff = float("nan")
+        for step, rows in enumerate(minibatches):
             batch = collate([trajectories[i] for i in rows], advantages[rows], self.pad_token_id)
             shards = learner_shards(batch, spec.aggregation, config.num_learners)
             if self.learner_group.is_remote:
@@ -242,11 +289,15 @@ class GRPO(Algorithm):
             else:
                 results = self.learner_group.update(batch=shards[0], num_epochs=config.num_epochs, timesteps=timesteps)
             self.metrics.aggregate(results, key=LEARNER_RESULTS)
+            if step == 0:  # before this iteration's first optimizer step: the weights the rollouts sampled from
+                logprob_diff = float(
+                    self.metrics.peek((LEARNER_RESULTS, DEFAULT_MODULE_ID, LOGPROB_DIFF), default=float("nan"))
+                )
         learner_s = time.perf_counter() - started
 
         started = time.perf_counter()
         if minibatches:
-            self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
+            self.sync_rollout_weights()
         sync_s = time.perf_counter() - started
         self._log(
             trajectories,
@@ -254,6 +305,7 @@ class GRPO(Algorithm):
             advantages,
             kept=sum(len(rows) for rows in minibatches),
             updated=bool(minibatches),
+            logprob_diff=logprob_diff,
             sample_s=sample_s,
             learner_s=learner_s,
             sync_s=sync_s,
@@ -272,6 +324,27 @@ class GRPO(Algorithm):
             lambda runner: runner.sample(plans[max(runner.worker_index - 1, 0)], seed=iteration)
         )
 
+    def sync_rollout_weights(self) -> None:
+        """Give every env runner's engine the learners' weights, in place.
+
+        With remote learners, learner 0 puts its state into the object store and each runner fetches it from there,
+        so the weights never pass through the driver (RLlib's ``sync_weights`` gathers them in the driver and puts
+        them again); a local learner's state is in the driver already. The runners' vLLM engines reload in place.
+        """
+        runners = self.env_runner_group
+        if runners.num_remote_workers() == 0:
+            runners.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
+            return
+        if self.learner_group.is_remote:
+            results = list(self.learner_group.foreach_learner(_put_policy_state))
+            for result in results:
+                if not result.ok:
+                    raise result.get()
+            state_ref = next(ref for result in results if (ref := result.get()) is not None)
+        else:
+            state_ref = ray.put(self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID])
+        runners.foreach_env_runner(lambda runner: runner.load_policy_state(state_ref), local_env_runner=False)
+
     def _foreach_runner(self, fn: Any) -> list[Any]:
         local = self.env_runner_group.num_remote_workers() <= 0
         return self.env_runner_group.foreach_env_runner(fn, local_env_runner=local)
@@ -287,6 +360,7 @@ class GRPO(Algorithm):
         *,
         kept: int,
         updated: bool,
+        logprob_diff: float,
         sample_s: float,
         learner_s: float,
         sync_s: float,
@@ -299,6 +373,7 @@ class GRPO(Algorithm):
             "timers/sample_s": sample_s,
             "timers/learner_s": learner_s,
             "timers/sync_weights_s": sync_s,
+            LOGPROB_DIFF: logprob_diff,
         }
         # The rate the learner set for its next update (RLlib schedules it after each update).
         values["charts/learning_rate"] = float(

@@ -1,14 +1,17 @@
 """A custom RLlib EnvRunner for text envs, which RLlib's runners and connectors cannot drive: it plays
-ReSearch episodes in batches through ``agents.generation.rollout.run_episodes`` with an ``HFBackend`` over its own
-copy of the policy, and returns token trajectories (ids, loss mask, old log-probs, reward, group)."""
+ReSearch episodes in batches through ``agents.generation.rollout.run_episodes`` with its own rollout engine (a vLLM
+engine, or the HF backend over a copy of the policy), and returns token trajectories (ids, loss mask, old log-probs,
+reward, group)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
+import ray
+import torch
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env import INPUT_ENV_SPACES
 from ray.rllib.env.env_runner import EnvRunner
@@ -17,10 +20,12 @@ from ray.rllib.utils.typing import StateDict
 from tqdm import tqdm
 
 import research_env  # noqa: F401  (registers the ReSearch env ids)
+from agents.generation.engines import rollout_backend_name, vllm_installed
 from agents.generation.hf_backend import HFBackend
 from agents.generation.rollout import run_episodes, token_env
+from agents.policies.models import load_policy_tokenizer
 from agents.training.algorithms import Trajectory, trajectory_from_episode
-from agents.training.rllib.module import TOKEN_SPACE, TRANSCRIPT_SPACE
+from agents.training.rllib.module import TOKEN_SPACE, TRANSCRIPT_SPACE, default_dtype
 
 
 class ReSearchEnvRunner(EnvRunner, Checkpointable):
@@ -31,23 +36,60 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
     config stays plain data when shipped to remote runners). One env per trajectory of the largest plan
     seen is kept, so a whole batch generates together. Sampling is seeded per call from
     ``(config.seed, seed)``, which makes a resumed run draw the same tokens as an uninterrupted one.
+
+    The engine (``config.rollout_backend``): a ``VLLMBackend`` built once from the policy checkpoint, whose weights
+    :meth:`load_policy_state` replaces in place after each update; or an ``HFBackend`` over an inference copy of
+    the RL module (on this runner's GPU when it has one), the exact reference on CPU.
     """
 
     def __init__(self, *, config: Any, **kwargs: Any) -> None:
         super().__init__(config=config, **kwargs)
-        spaces = self.get_spaces()
-        self.module = self.config.get_rl_module_spec(spaces=spaces, inference_only=True).build()
+        self.backend_name = rollout_backend_name(self.config.rollout_backend)
+        self.tokenizer = load_policy_tokenizer(self.config.model_path)
+        self.module: Any = None
+        self.backend: Any = self._vllm_backend() if self.backend_name == "vllm" else self._hf_backend()
+        self.envs: list[gym.Env] = []
+        self._question_ids: list[str] | None = None
+        self._http_retriever: Any = None
+
+    def _hf_backend(self) -> HFBackend:
+        self.module = self.config.get_rl_module_spec(spaces=self.get_spaces(), inference_only=True).build()
         self.module.eval()
-        self.backend = HFBackend(
+        if torch.cuda.is_available() and self.config.num_gpus_per_env_runner > 0:
+            self.module.model.to("cuda")  # Ray made this runner's GPU the only visible one
+        return HFBackend(
             self.module.model,
             self.module.tokenizer,
             temperature=self.config.temperature,
             seed=self.config.seed or 0,
             batch_size=max(1, self.config.trajectories_per_batch),
         )
-        self.envs: list[gym.Env] = []
-        self._question_ids: list[str] | None = None
-        self._http_retriever: Any = None
+
+    def _vllm_backend(self) -> Any:
+        if not vllm_installed():
+            raise ImportError(
+                "rollouts(backend='vllm') needs vLLM in the env runners' Python: `pip install -e .[vllm]` after the "
+                "CUDA torch that vLLM needs, or `bash scripts/setup_vllm_cpu.sh` on CPU; or use backend='hf'"
+            )
+        from agents.generation.vllm_backend import VLLMBackend
+
+        engine = {
+            "dtype": self.config.model_dtype or default_dtype(),
+            "tensor_parallel_size": self.config.vllm_tensor_parallel_size,
+            **self.config.engine_kwargs,
+        }
+        seed = self.config.seed or 0
+        return VLLMBackend(self.config.model_path, temperature=self.config.temperature, seed=seed, **engine)
+
+    def load_policy_state(self, state: Mapping[str, Any] | ray.ObjectRef) -> None:
+        """Give the rollout engine the learner's weights: a state dict, or an object-store reference to one that a
+        learner put there (so the weights reach remote runners without passing through the driver)."""
+        if isinstance(state, ray.ObjectRef):
+            state = ray.get(state)
+        if self.module is not None:
+            self.module.set_state(state)
+        else:
+            self.backend.load_state({name: torch.as_tensor(value) for name, value in state.items()})
 
     def _make_env(self) -> gym.Env:
         env_config = dict(self.config.env_config)
@@ -57,7 +99,7 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
 
                 self._http_retriever = HTTPRetriever(url)
             env_config["retriever"] = self._http_retriever
-        return token_env(gym.make(self.config.env, **env_config), self.module.tokenizer, self.config.rollout_config)
+        return token_env(gym.make(self.config.env, **env_config), self.tokenizer, self.config.rollout_config)
 
     def question_ids(self) -> list[str]:
         """The ids of the env's dataset, in file order."""
@@ -75,7 +117,7 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
         while len(self.envs) < len(plan):
             self.envs.append(self._make_env())
         base_seed = self.config.seed or 0
-        self.backend.generator.manual_seed((base_seed * 1_000_003 + seed) * 1_009 + (self.worker_index or 0))
+        self.backend.reseed((base_seed * 1_000_003 + seed) * 1_009 + (self.worker_index or 0))
         started = time.perf_counter()
         episodes = list(
             tqdm(
@@ -106,7 +148,7 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
         return {DEFAULT_MODULE_ID: spaces, INPUT_ENV_SPACES: spaces}
 
     def assert_healthy(self) -> None:
-        assert self.module is not None and self.backend is not None
+        assert self.backend is not None
 
     def get_metrics(self) -> dict[str, Any]:
         return {}
@@ -125,7 +167,7 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
 
     def set_state(self, state: StateDict) -> None:
         if COMPONENT_RL_MODULE in state:
-            self.module.set_state(state[COMPONENT_RL_MODULE][DEFAULT_MODULE_ID])
+            self.load_policy_state(state[COMPONENT_RL_MODULE][DEFAULT_MODULE_ID])
 
     def get_ctor_args_and_kwargs(self) -> tuple[tuple, dict[str, Any]]:
         return (), {"config": self.config}

@@ -13,7 +13,8 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.typing import ModuleID, TensorType
 
-from agents.training.algorithms import policy_loss
+from agents.training.algorithms import masked_mean, policy_loss
+from agents.training.reporting import LOGPROB_DIFF
 from agents.training.rllib.module import TOKEN_COLUMNS
 from agents.training.rllib.rllib_private import AccumulatingTorchLearner
 
@@ -160,6 +161,9 @@ class GRPOTorchLearner(AccumulatingTorchLearner):
             entropy=fwd_out.get("entropy"),
         )
         tokens = float(batch["loss_mask"].sum())
+        with torch.no_grad():  # the sampling engine's log-probs against ours, on the same weights before an update
+            gap = (fwd_out["logprobs"] - batch["old_logprobs"]).abs()  # [b, T]
+            metrics[LOGPROB_DIFF] = masked_mean(gap, batch["loss_mask"]).item()
         for name, value in metrics.items():
             self._micro_metrics[name].append((value, tokens))
         return loss * batch["loss_weight"].sum()

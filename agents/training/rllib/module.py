@@ -31,7 +31,8 @@ TOKEN_COLUMNS = ("input_ids", "attention_mask", "loss_mask", "old_logprobs")
 class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
     """A causal LM as a :class:`TorchRLModule`.
 
-    ``model_config`` keys: ``model`` (local checkpoint directory, None = the tiny default), ``dtype``
+    ``model_config`` keys: ``model`` (local checkpoint directory, None = the tiny default), ``temperature`` (the
+    rollouts', at which log-probs are computed), ``dtype``
     (``"float32"``, ``"bfloat16"``, or None: bfloat16 where CUDA is available, else float32), ``kl_coef``
     (a reference is built only when > 0 and only on the learner), ``lora`` (None or a dict of
     ``peft.LoraConfig`` arguments), ``gradient_checkpointing`` (recompute each decoder layer in the
@@ -99,19 +100,26 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
         return ["reference"]
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        logprobs, _ = token_logprobs(self.model, batch["input_ids"], batch["attention_mask"])
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        logprobs, _ = token_logprobs(self.model, ids, attention, temperature=self._temperature)
         return {"logprobs": logprobs}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         # Only the policy's own tokens carry loss, so the LM head runs on those positions alone: the prompt
         # and result blocks (most of a transcript) never get [T, V] logits.
         ids, attention, mask = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
-        logprobs, entropy = masked_token_logprobs(self.model, ids, attention, mask, with_entropy=True)
+        temperature = self._temperature
+        logprobs, entropy = masked_token_logprobs(self.model, ids, attention, mask, True, temperature)
         out = {"logprobs": logprobs, "entropy": entropy}
         if self.model_config.get("kl_coef", 0.0) > 0:
             with torch.no_grad(), self._reference() as reference, gathered(reference):
-                out["ref_logprobs"] = masked_token_logprobs(reference, ids, attention, mask)[0]
+                out["ref_logprobs"] = masked_token_logprobs(reference, ids, attention, mask, temperature=temperature)[0]
         return out
+
+    @property
+    def _temperature(self) -> float:
+        """The rollouts' sampling temperature (greedy rollouts, 0, score the plain distribution)."""
+        return float(self.model_config.get("temperature") or 1.0)
 
     @contextmanager
     def _reference(self) -> Iterator[torch.nn.Module]:
