@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 import research_env  # noqa: F401  (registers the env ids)
 from research_env import Document, ReSearchEnv, load_qa_dataset
@@ -297,6 +298,49 @@ def test_env_text_spells_added_tokens_and_is_otherwise_encoded_as_the_tokenizer_
         if unicodedata.is_normalized("NFC", text) and not any(t in text for t in view._added_strings):
             assert ids == view.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert qwen25_text_encoder(qwen_view.tokenizer) is not None and qwen25_text_encoder(tiny_view.tokenizer) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(st.one_of(st.text(), ADDED, st.sampled_from(["<", "<|", "|>", "<|im_", "\u2126"])), max_size=6))
+@example(text=["<", EOS, ">", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"])
+def test_a_prompt_is_encoded_with_its_added_tokens_as_the_tokenizer_does(qwen_view, tiny_view, text):
+    """The prompt's ids (added tokens kept, split out leftmost-longest before the text between is encoded, by
+    tiktoken for Qwen2.5) are the tokenizer's own wherever its normaliser keeps the text; and it decodes back."""
+    text = "".join(text)
+    for view in (qwen_view, tiny_view):
+        ids = view.encode_text(text)
+        assert decode(view.tokenizer, ids) == text
+        if unicodedata.is_normalized("NFC", text):
+            assert ids == view.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+#: UTF-8 a decoder must replace: a lone surrogate's bytes, an overlong form, truncated characters, a bare continuation.
+INVALID_UTF8 = st.sampled_from([b"\xed\xa0\x80", b"\xf0\x9f", b"\xc0\x80", b"\xf4\x90\x80\x80", b"\xe4\xb8", b"\x80"])
+
+
+def arbitrary_ids(view: TokenizedEnv) -> st.SearchStrategy[list[int]]:
+    """Id sequences of ``view``'s tokenizer: any ids, added ones, single bytes and runs of invalid UTF-8."""
+    tokenizer = view.tokenizer
+    byte_id = {b: tokenizer.convert_tokens_to_ids(c) for b, c in bytes_to_unicode().items()}
+    run = st.one_of(
+        st.integers(0, len(tokenizer) - 1).map(lambda i: [i]),
+        st.sampled_from(sorted(view._added_ids)).map(lambda i: [i]),
+        st.sampled_from(sorted(byte_id.values())).map(lambda i: [i]),
+        INVALID_UTF8.map(lambda bad: [byte_id[b] for b in bad]),
+        st.text(max_size=4).map(lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]),
+    )
+    return st.lists(run, max_size=8).map(lambda runs: [i for r in runs for i in r])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+@pytest.mark.parametrize("view_name", ["qwen_view", "tiny_view"])
+def test_decoding_is_the_tokenizers_own_on_arbitrary_ids(request, view_name, data):
+    """The view's decoding (Qwen2.5's through its tiktoken ranks) equals the tokenizer's on any ids: partial and
+    invalid UTF-8 cut anywhere, and added tokens between them."""
+    view = request.getfixturevalue(view_name)
+    ids = data.draw(arbitrary_ids(view))
+    assert view._decode(ids) == decode(view.tokenizer, ids)
 
 
 def test_a_character_split_over_two_actions_reaches_the_env_whole(qwen_view):
