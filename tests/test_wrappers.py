@@ -4,7 +4,9 @@ replay bit for bit and reject tampering, episode statistics, and vector envs wit
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import socket
 import threading
 import time
@@ -13,6 +15,7 @@ from itertools import groupby
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import uvicorn
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
@@ -43,6 +46,7 @@ from wrappers import (
     load_trace,
     replay,
 )
+from wrappers.prefix import Prefix
 from wrappers.trace import _line
 
 EOS = "<|endoftext|>"
@@ -389,6 +393,56 @@ def test_token_ids_out_of_the_vocabulary_are_rejected(tiny_view):
     with pytest.raises(ValueError, match="token ids must lie in"):
         tiny_view.step([len(tiny_view.tokenizer)])
     assert TokenIds(3).contains([0, 2]) and not TokenIds(3).contains([3]) and TokenIds(3).contains((1,))
+
+
+def test_observations_are_read_only_and_never_change_after_they_are_returned(qwen_view):
+    """No step copies the context (the ids are views), yet a kept observation stays what it was: through later
+    steps, a refused step and a reset; and it reads, compares, pickles and converts like the list it stands for."""
+    tokenizer = qwen_view.tokenizer
+    kept = [qwen_view.reset(options={"index": 0})[0]]
+    for action in ["<think> a </think>", "<search> capital of France </search>", "<answer> x </answer>"]:
+        kept.append(qwen_view.step(tokenizer.encode(action))[0])
+    with pytest.raises(ValueError, match="token ids must lie in"):
+        qwen_view.step([len(tokenizer)])
+    snapshots = [(list(o["input_ids"]), list(o["policy_mask"])) for o in kept]
+    qwen_view.step(tokenizer.encode(" more"))
+    qwen_view.reset(options={"index": 1})
+    qwen_view.step(tokenizer.encode("<search> Paris </search>"))
+    for obs, (ids, mask) in zip(kept, snapshots, strict=True):
+        assert obs["input_ids"] == ids and obs["policy_mask"] == mask and ids == obs["input_ids"]
+        assert pickle.loads(pickle.dumps(obs))["input_ids"] == ids and type(copy.deepcopy(obs)["input_ids"]) is list
+        assert (
+            np.asarray(obs["input_ids"]).tolist() == ids
+            and json.loads(json.dumps(obs, default=list))["policy_mask"] == mask
+        )
+    ids = kept[-1]["input_ids"]
+    with pytest.raises(TypeError):
+        ids[0] = 1
+    with pytest.raises(AttributeError):
+        ids.append(1)
+    assert (
+        ids[-1] == snapshots[-1][0][-1] and ids + [7] == snapshots[-1][0] + [7] and [7] + ids == [7] + snapshots[-1][0]
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(st.integers(0, 9), max_size=12), n=st.integers(0, 12), data=st.data())
+def test_a_prefix_reads_like_the_list_it_stands_for(items, n, data):
+    n = min(n, len(items))
+    view, expected = Prefix(items, n), items[:n]
+    items.append(99)  # the owner appends: the view does not change
+    index = data.draw(st.integers(-14, 14))
+    window = slice(
+        *data.draw(st.tuples(*[st.none() | st.integers(-14, 14)] * 2)), data.draw(st.sampled_from([None, 1, 2, -1]))
+    )
+    assert len(view) == n and list(view) == expected and view[window] == expected[window] and view == expected
+    assert (view == [*expected, 0]) is False and view != items and repr(view) == repr(expected)
+    assert (index in view) == (index in expected) and pickle.loads(pickle.dumps(view)) == expected
+    if -n <= index < n:
+        assert view[index] == expected[index]
+    else:
+        with pytest.raises(IndexError):
+            view[index]
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from gymnasium.spaces import Dict, Discrete, Sequence
 from research_env.env import SearchPendingError
 from research_env.protocol import ChunkKind, classify_chunk, find_lone_surrogate
 from research_env.tokenizer import QWEN25_FIRST_ADDED_ID, qwen25_text_encoder
+from wrappers.prefix import Prefix
 
 #: What a byte-level tokenizer decodes an incomplete UTF-8 character to.
 REPLACEMENT_CHAR = "\ufffd"
@@ -102,14 +103,14 @@ def _lossless_byte_level(tokenizer: Any) -> str | None:
 
 class TokenIds(Sequence):
     """Token id sequences over a vocabulary of ``vocab_size``. Unlike :class:`gymnasium.spaces.Sequence`,
-    membership accepts lists, which is what tokenizers and generators hand around."""
+    membership accepts lists, which is what tokenizers and generators hand around, and :class:`Prefix` views."""
 
     def __init__(self, vocab_size: int, seed: Any = None) -> None:
         super().__init__(Discrete(vocab_size), seed=seed)
 
     def contains(self, x: Any) -> bool:
         n = self.feature_space.n
-        return isinstance(x, list | tuple) and all(isinstance(i, int | np.integer) and 0 <= i < n for i in x)
+        return isinstance(x, list | tuple | Prefix) and all(isinstance(i, int | np.integer) and 0 <= i < n for i in x)
 
 
 class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym.utils.RecordConstructorArgs):
@@ -119,6 +120,12 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
     policy wrote a token and 0 where the env did (prompt, and each ``" <result>…</result>"`` block with its
     tags and leading space), and the inner env's transcript. Because the env only appends, ids are only
     appended too: the ids of step t are a prefix of those of step t+1, with no re-tokenisation drift.
+
+    ``input_ids`` and ``policy_mask`` are read-only :class:`~wrappers.prefix.Prefix` views of lists that the view
+    only appends to, so a step costs no copy of the context. They read like ``list[int]`` (indexing, slices and
+    ``+`` give lists, they compare equal to lists, pickle and ``copy`` give lists, ``np.asarray`` works) and never
+    change: a caller may keep any observation across later steps and resets, and it stays exactly what was
+    returned. Take ``list(...)`` to get a list to change, and ``json.dumps(..., default=list)`` to write one.
 
     * An action of token ids is kept verbatim (EOS included). The env receives the decoding of the
       policy's tokens since the env last wrote, so decoding a policy run of ``input_ids`` gives exactly
@@ -448,4 +455,6 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _observation(self) -> dict[str, Any]:
-        return {"input_ids": list(self._input_ids), "policy_mask": list(self._policy_mask), "text": self._text}
+        # Views, not copies: the lists only grow (a refused step cuts back only what it added, reset starts new
+        # ones), so what a view shows never changes.
+        return {"input_ids": Prefix(self._input_ids), "policy_mask": Prefix(self._policy_mask), "text": self._text}
