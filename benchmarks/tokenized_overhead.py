@@ -1,7 +1,7 @@
 """What ``TokenizedEnv`` adds to a step of the text env, on 4-search episodes with the Qwen2.5 tokenizer: the
 ratio of their costs per step (reset included), measured side by side in interleaved rounds (the fastest of each).
 
-    python benchmarks/tokenized_overhead.py [--questions 8] [--group-size 5] [--rounds 5] [--quick] [--json PATH]
+    python benchmarks/tokenized_overhead.py [--questions 8] [--group-size 5] [--rounds 10] [--quick] [--json PATH]
 
 Two settings of what the view has seen before. "GRPO groups": each question is played by a group of rollouts
 that share the prompt and their searches (as a group's rollouts often do), so the view tokenises each prompt and
@@ -129,12 +129,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="4 questions per round: under two minutes")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="4 questions and 12 rounds: under two minutes")
     parser.add_argument("--json", type=Path, help="also write the rows, ratios and load average here")
     args = parser.parse_args()
     if args.quick:
-        args.questions = 4
+        args.questions, args.rounds = 4, 12
     if args.questions * args.group_size > QUESTIONS:
         parser.error(f"questions x group size must be at most {QUESTIONS}, the demo set's questions")
     tokenizer = build_qwen25_tokenizer(base=True)

@@ -205,7 +205,7 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
         self._cache = _SegmentCache.of(tokenizer)
         self._text_encoder: Callable[[str], list[int]] | None = None  # qwen25_text_encoder, found on first use
         self._found_text_encoder = False
-        self._byte_decoder: Callable[[list[int]], str] | None = None  # see _qwen25_byte_decoder
+        self._byte_decoder: Callable[[list[int]], str] | None = None  # see _find_byte_decoder, found on first use
         self._byte_ids: list[int] | None = None  # token id of each byte value, built when first needed
         self._input_ids: list[int] = []
         self._policy_mask: list[int] = []
@@ -315,7 +315,7 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
         """Whether ``ids`` decode to ``text`` (and, if ``plain``, hold no added token). Proved without decoding for
         a lossless byte-level BPE whose normaliser keeps each encoded piece (see :func:`_lossless_byte_level`)."""
         # Qwen2.5's text encoder knows no added token, so only other encoders' ids need the check.
-        ordinary = self._text_encoder is not None and pieces is not None and not self._has_unsafe_piece(pieces)
+        ordinary = self._text_encoder is not None and pieces is not None and self._all_nfc(pieces)
         if plain and not ordinary and not self._added_ids.isdisjoint(ids):
             return False
         proved = pieces is not None and (
@@ -375,9 +375,9 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
             self._text_encoder, self._found_text_encoder = qwen25_text_encoder(self.tokenizer), True
         return self._text_encoder
 
-    def _has_unsafe_piece(self, pieces: list[str]) -> bool:
-        """Whether some piece went to the Hugging Face tokenizer rather than the text encoder (not NFC)."""
-        return not all(unicodedata.is_normalized("NFC", piece) for piece in pieces)
+    def _all_nfc(self, pieces: list[str]) -> bool:
+        """Whether every piece is NFC, so that :meth:`_encode` gave it to the text encoder, not the tokenizer."""
+        return all(unicodedata.is_normalized("NFC", piece) for piece in pieces)
 
     def _added_occurrences(self, text: str) -> list[tuple[int, str]]:
         """Every occurrence (start, string) of an added token's string in ``text``, overlapping ones included,
@@ -398,7 +398,7 @@ class TokenizedEnv(gym.Wrapper[dict[str, Any], "list[int] | str", str, str], gym
         end = 0
         for at, token in self._added_occurrences(text):
             if chosen and chosen[-1][0] == at and len(token) > len(chosen[-1][1]):
-                chosen[-1] = (at, token)  # sorted by start then string: a longer one at the same start
+                chosen[-1] = (at, token)  # the strings at one start are prefixes of each other: shortest first
                 end = at + len(token)
             elif at >= end:
                 chosen.append((at, token))
