@@ -1,5 +1,5 @@
 """What ``TokenizedEnv`` adds to a step of the text env, on 4-search episodes with the Qwen2.5 tokenizer: the
-ratio of their costs per step (reset included), measured side by side in interleaved rounds (the fastest of each).
+ratio of their CPU time per step (reset included), measured side by side in interleaved rounds (the least of each).
 
     python benchmarks/tokenized_overhead.py [--questions 8] [--group-size 5] [--rounds 10] [--quick] [--json PATH]
 
@@ -60,14 +60,14 @@ def episodes(setting: str, questions: int, group_size: int, round_: int) -> list
 
 
 def play(env, plan: list[tuple[int, list]]) -> tuple[float, int]:
-    """Seconds spent in reset and step over ``plan``, and the number of steps."""
-    started, steps = time.perf_counter(), 0
+    """CPU seconds of this process spent in reset and step over ``plan``, and the number of steps."""
+    started, steps = time.process_time(), 0
     for index, actions in plan:
         env.reset(options={"index": index})
         for action in actions:
             env.step(action)
         steps += len(actions)
-    return time.perf_counter() - started, steps
+    return time.process_time() - started, steps
 
 
 def pieces(tokenizer, texts: list[str], piece: int | None) -> list[list[int]]:
@@ -108,11 +108,12 @@ def measure(tokenizer, setting: str, piece: int | None, args) -> dict[str, Any]:
         env_s.append(s)
         s, _ = play(TokenizedEnv(make_env(), tokenizer), id_plan)
         view_s.append(s)
-        started = time.perf_counter()
+        started = time.process_time()
         for segment in segments:
             encode(segment)
-        encode_s.append(time.perf_counter() - started)
-    # The fastest round of each: other processes on a shared machine only ever add time.
+        encode_s.append(time.process_time() - started)
+    # CPU time, not wall time, and the least round of each: other processes on a shared machine preempt this one
+    # (which wall time would count) and evict its caches (which only ever adds time).
     env_step, view_step = min(env_s) / steps, min(view_s) / steps
     return {
         "setting": setting,
