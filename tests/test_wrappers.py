@@ -4,7 +4,9 @@ replay bit for bit and reject tampering, episode statistics, and vector envs wit
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import socket
 import threading
 import time
@@ -13,6 +15,7 @@ from itertools import groupby
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import uvicorn
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
@@ -20,6 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 import research_env  # noqa: F401  (registers the env ids)
 from research_env import Document, ReSearchEnv, load_qa_dataset
@@ -42,6 +46,7 @@ from wrappers import (
     load_trace,
     replay,
 )
+from wrappers.prefix import Prefix
 from wrappers.trace import _line
 
 EOS = "<|endoftext|>"
@@ -299,6 +304,49 @@ def test_env_text_spells_added_tokens_and_is_otherwise_encoded_as_the_tokenizer_
     assert qwen25_text_encoder(qwen_view.tokenizer) is not None and qwen25_text_encoder(tiny_view.tokenizer) is None
 
 
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(st.one_of(st.text(), ADDED, st.sampled_from(["<", "<|", "|>", "<|im_", "\u2126"])), max_size=6))
+@example(text=["<", EOS, ">", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"])
+def test_a_prompt_is_encoded_with_its_added_tokens_as_the_tokenizer_does(qwen_view, tiny_view, text):
+    """The prompt's ids (added tokens kept, split out leftmost-longest before the text between is encoded, by
+    tiktoken for Qwen2.5) are the tokenizer's own wherever its normaliser keeps the text; and it decodes back."""
+    text = "".join(text)
+    for view in (qwen_view, tiny_view):
+        ids = view.encode_text(text)
+        assert decode(view.tokenizer, ids) == text
+        if unicodedata.is_normalized("NFC", text):
+            assert ids == view.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+#: UTF-8 a decoder must replace: a lone surrogate's bytes, an overlong form, truncated characters, a bare continuation.
+INVALID_UTF8 = st.sampled_from([b"\xed\xa0\x80", b"\xf0\x9f", b"\xc0\x80", b"\xf4\x90\x80\x80", b"\xe4\xb8", b"\x80"])
+
+
+def arbitrary_ids(view: TokenizedEnv) -> st.SearchStrategy[list[int]]:
+    """Id sequences of ``view``'s tokenizer: any ids, added ones, single bytes and runs of invalid UTF-8."""
+    tokenizer = view.tokenizer
+    byte_id = {b: tokenizer.convert_tokens_to_ids(c) for b, c in bytes_to_unicode().items()}
+    run = st.one_of(
+        st.integers(0, len(tokenizer) - 1).map(lambda i: [i]),
+        st.sampled_from(sorted(view._added_ids)).map(lambda i: [i]),
+        st.sampled_from(sorted(byte_id.values())).map(lambda i: [i]),
+        INVALID_UTF8.map(lambda bad: [byte_id[b] for b in bad]),
+        st.text(max_size=4).map(lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]),
+    )
+    return st.lists(run, max_size=8).map(lambda runs: [i for r in runs for i in r])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+@pytest.mark.parametrize("view_name", ["qwen_view", "tiny_view"])
+def test_decoding_is_the_tokenizers_own_on_arbitrary_ids(request, view_name, data):
+    """The view's decoding (Qwen2.5's through its tiktoken ranks) equals the tokenizer's on any ids: partial and
+    invalid UTF-8 cut anywhere, and added tokens between them."""
+    view = request.getfixturevalue(view_name)
+    ids = data.draw(arbitrary_ids(view))
+    assert view._decode(ids) == decode(view.tokenizer, ids)
+
+
 def test_a_character_split_over_two_actions_reaches_the_env_whole(qwen_view):
     first, *rest = qwen_view.tokenizer("𠀀", add_special_tokens=False)["input_ids"]
     assert rest, "the test needs a character of several byte tokens"
@@ -345,6 +393,56 @@ def test_token_ids_out_of_the_vocabulary_are_rejected(tiny_view):
     with pytest.raises(ValueError, match="token ids must lie in"):
         tiny_view.step([len(tiny_view.tokenizer)])
     assert TokenIds(3).contains([0, 2]) and not TokenIds(3).contains([3]) and TokenIds(3).contains((1,))
+
+
+def test_observations_are_read_only_and_never_change_after_they_are_returned(qwen_view):
+    """No step copies the context (the ids are views), yet a kept observation stays what it was: through later
+    steps, a refused step and a reset; and it reads, compares, pickles and converts like the list it stands for."""
+    tokenizer = qwen_view.tokenizer
+    kept = [qwen_view.reset(options={"index": 0})[0]]
+    for action in ["<think> a </think>", "<search> capital of France </search>", "<answer> x </answer>"]:
+        kept.append(qwen_view.step(tokenizer.encode(action))[0])
+    with pytest.raises(ValueError, match="token ids must lie in"):
+        qwen_view.step([len(tokenizer)])
+    snapshots = [(list(o["input_ids"]), list(o["policy_mask"])) for o in kept]
+    qwen_view.step(tokenizer.encode(" more"))
+    qwen_view.reset(options={"index": 1})
+    qwen_view.step(tokenizer.encode("<search> Paris </search>"))
+    for obs, (ids, mask) in zip(kept, snapshots, strict=True):
+        assert obs["input_ids"] == ids and obs["policy_mask"] == mask and ids == obs["input_ids"]
+        assert pickle.loads(pickle.dumps(obs))["input_ids"] == ids and type(copy.deepcopy(obs)["input_ids"]) is list
+        assert (
+            np.asarray(obs["input_ids"]).tolist() == ids
+            and json.loads(json.dumps(obs, default=list))["policy_mask"] == mask
+        )
+    ids = kept[-1]["input_ids"]
+    with pytest.raises(TypeError):
+        ids[0] = 1
+    with pytest.raises(AttributeError):
+        ids.append(1)
+    assert (
+        ids[-1] == snapshots[-1][0][-1] and ids + [7] == snapshots[-1][0] + [7] and [7] + ids == [7] + snapshots[-1][0]
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(st.integers(0, 9), max_size=12), n=st.integers(0, 12), data=st.data())
+def test_a_prefix_reads_like_the_list_it_stands_for(items, n, data):
+    n = min(n, len(items))
+    view, expected = Prefix(items, n), items[:n]
+    items.append(99)  # the owner appends: the view does not change
+    index = data.draw(st.integers(-14, 14))
+    window = slice(
+        *data.draw(st.tuples(*[st.none() | st.integers(-14, 14)] * 2)), data.draw(st.sampled_from([None, 1, 2, -1]))
+    )
+    assert len(view) == n and list(view) == expected and view[window] == expected[window] and view == expected
+    assert (view == [*expected, 0]) is False and view != items and repr(view) == repr(expected)
+    assert (index in view) == (index in expected) and pickle.loads(pickle.dumps(view)) == expected
+    if -n <= index < n:
+        assert view[index] == expected[index]
+    else:
+        with pytest.raises(IndexError):
+            view[index]
 
 
 @pytest.mark.slow

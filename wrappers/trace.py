@@ -24,7 +24,7 @@ class TraceMismatchError(ValueError):
 
 def observation_digest(observation: Any) -> str:
     """SHA-256 of an observation (a transcript, or TokenizedEnv's dict of ids, mask and text)."""
-    return hashlib.sha256(json.dumps(observation, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(observation, sort_keys=True, default=list).encode()).hexdigest()
 
 
 def _line(record: dict[str, Any]) -> str:
