@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,10 @@ from transformers import DynamicCache, PreTrainedModel
 
 from agents.generation.base import Generation, decode, finish_chunk, token_caps
 from agents.policies.models import load_causal_lm
+
+
+class BatchBudgetWarning(RuntimeWarning):
+    """A context needs more than ``max_batch_tokens`` by itself; it is generated alone, over the budget."""
 
 
 class HFBackend:
@@ -27,6 +32,13 @@ class HFBackend:
       one long sequence never makes the others generate on.
     * ``temperature=0`` is greedy; otherwise tokens are sampled from ``softmax(logits / temperature)``
       with a generator seeded by ``seed`` (reproducible for the same batches in the same order).
+    * ``max_batch_tokens`` bounds a batch's memory, which grows with its padded width, not its row count: a
+      batch may hold at most that many tokens counted as ``rows x (longest context + largest cap)``, the
+      width its KV cache can reach. Contexts are then grouped longest first, so that rows of one batch have
+      similar lengths and little padding, and the longest batch runs first (an out-of-memory shows at once);
+      rows keep their input order within a batch and results come back in input order. A context that
+      alone exceeds the budget runs alone, with a :class:`BatchBudgetWarning`. None (the default): batches
+      are ``batch_size`` consecutive contexts, as given.
 
     Example:
         >>> backend = HFBackend.from_pretrained()  # the tiny default model
@@ -37,14 +49,23 @@ class HFBackend:
     """
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: Any, *, temperature: float = 0.0, seed: int = 0, batch_size: int = 64
+        self,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        *,
+        temperature: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 64,
+        max_batch_tokens: int | None = None,
     ) -> None:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1 or None (no budget), got {max_batch_tokens}")
         self.model, self.tokenizer = model, tokenizer
-        self.temperature, self.batch_size = temperature, batch_size
+        self.temperature, self.batch_size, self.max_batch_tokens = temperature, batch_size, max_batch_tokens
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         eos = model.generation_config.eos_token_id
         eos = eos if eos is not None else tokenizer.eos_token_id
@@ -75,12 +96,41 @@ class HFBackend:
     ) -> list[Generation]:
         caps = token_caps(contexts, max_new_tokens)
         stop_ids = set(self.eos_token_ids if stop_token_ids is None else stop_token_ids)
-        chunks: list[Generation] = []
-        for start in range(0, len(contexts), self.batch_size):
-            end = start + self.batch_size
-            raw = self._decode_batch(contexts[start:end], caps[start:end], stop, stop_ids)
-            chunks += [finish_chunk(self.tokenizer, ids, lps, stop, list(stop_ids)) for ids, lps in raw]
-        return chunks
+        chunks: dict[int, Generation] = {}
+        for batch in self.plan_batches([len(c) for c in contexts], caps):
+            raw = self._decode_batch([contexts[i] for i in batch], [caps[i] for i in batch], stop, stop_ids)
+            for i, (ids, lps) in zip(batch, raw, strict=True):
+                chunks[i] = finish_chunk(self.tokenizer, ids, lps, stop, list(stop_ids))
+        return [chunks[i] for i in range(len(contexts))]
+
+    def plan_batches(self, lengths: Sequence[int], caps: Sequence[int]) -> list[list[int]]:
+        """The batches, as lists of context indices in the order they run (see the class docstring)."""
+        if self.max_batch_tokens is None:
+            return [
+                list(range(start, min(start + self.batch_size, len(lengths))))
+                for start in range(0, len(lengths), self.batch_size)
+            ]
+        budget = self.max_batch_tokens
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        width = cap = 0
+        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+            grown = (len(batch) + 1) * (max(width, lengths[i]) + max(cap, caps[i]))
+            if batch and (len(batch) == self.batch_size or grown > budget):
+                batches.append(sorted(batch))
+                batch, width, cap = [], 0, 0
+            if lengths[i] + caps[i] > budget:
+                warnings.warn(
+                    f"a context of {lengths[i]} tokens with a cap of {caps[i]} new tokens needs more than "
+                    f"max_batch_tokens={budget}: it is generated alone; raise max_batch_tokens if memory allows",
+                    BatchBudgetWarning,
+                    stacklevel=3,
+                )
+            batch.append(i)
+            width, cap = max(width, lengths[i]), max(cap, caps[i])
+        if batch:
+            batches.append(sorted(batch))
+        return batches
 
     def _decode_batch(
         self, contexts: Sequence[Sequence[int]], caps: list[int], stop: Sequence[str], stop_ids: set[int]
