@@ -29,9 +29,10 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _turns(value: str) -> int | None:
-    turns = int(value)
-    return None if turns == 0 else turns
+def _optional_count(value: str) -> int | None:
+    """A count whose 0 means "no limit" (the setting's None)."""
+    count = int(value)
+    return None if count == 0 else count
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
@@ -46,8 +47,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, defaults: dict[str, 
         flags = [_flag(setting.name), *ALIASES.get(setting.name, [])]
         if isinstance(paper, bool):
             group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif setting.name == "max_turns":
-            group.add_argument(*flags, type=_turns, default=default, help=help_text + "; 0: unlimited")
+        elif paper is None:  # the optional limits: max_turns, max_batch_tokens
+            group.add_argument(*flags, type=_optional_count, default=default, help=help_text + "; 0: no limit")
         else:
             group.add_argument(*flags, type=type(paper), default=default, help=help_text)
 

@@ -46,6 +46,11 @@ class GRPOSettings:
     max_new_tokens: int = _setting(512, "tokens per generation call (one chunk of a response)")
     max_tokens: int = _setting(8192 + 512, "context budget of an episode: prompt + response + results, in tokens")
     max_turns: int | None = _setting(None, "generation calls per episode (None: unlimited)")
+    max_batch_tokens: int | None = _setting(
+        None,
+        "HF rollouts: padded tokens (rows x (longest context + chunk cap)) per generation batch, which bounds its KV "
+        "cache (None: every rollout of the batch at once); vLLM schedules its own batches",
+    )
     max_response_tokens: int = _setting(8192, "Dr. GRPO's constant normaliser of the loss")
     seed: int = _setting(0, "seed of question draws, sampling and initialisation")
 
@@ -82,6 +87,8 @@ class GRPOSettings:
             raise ValueError("num_epochs must be >= 1 and warmup_iterations >= 0")
         if self.max_new_tokens < 1 or self.max_tokens < self.max_new_tokens:
             raise ValueError(f"need 1 <= max_new_tokens <= max_tokens, got {self.max_new_tokens}, {self.max_tokens}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1 or None (no budget), got {self.max_batch_tokens}")
         if self.max_turns is not None and self.max_turns < 1:
             raise ValueError(f"max_turns must be >= 1 or None (unlimited), got {self.max_turns}")
 

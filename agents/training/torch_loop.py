@@ -175,6 +175,7 @@ class TorchGRPO:
             temperature=config.temperature,
             seed=config.seed,
             batch_size=max(1, config.prompts_per_batch * config.group_size),
+            max_batch_tokens=config.max_batch_tokens,
         )
         return cls(
             policy,

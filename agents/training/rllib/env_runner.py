@@ -63,6 +63,7 @@ class ReSearchEnvRunner(EnvRunner, Checkpointable):
             temperature=self.config.temperature,
             seed=self.config.seed or 0,
             batch_size=max(1, self.config.trajectories_per_batch),
+            max_batch_tokens=self.config.max_batch_tokens,
         )
 
     def _vllm_backend(self) -> Any:
