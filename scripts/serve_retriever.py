@@ -10,14 +10,16 @@ Request limits: a body over --max-body-bytes gets 413 (refused from its Content-
 arrives); more than 4,096 queries, a query over 8,192 characters, or queries over --max-request-chars characters
 in all get 422, as does every malformed field (wrong type, top-k < 1, NaN, a lone surrogate); a top-k above
 --max-top-k is clamped (header X-Top-K-Clamped). Large batches are searched in chunks taken round-robin with
-other requests, so they never starve small ones. SIGTERM or Ctrl-C: stop accepting, finish the requests in
-flight (at most --drain-timeout-s), exit 0.
+other requests, so they never starve small ones. The index runs in a child process (--no-index-process: in the
+server's), so that HTTP and search use two cores; batches make its round trips rare. SIGTERM or Ctrl-C: stop
+accepting, finish the requests in flight (at most --drain-timeout-s), stop the index process, exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from research_env.retrieval.process import ProcessRetriever
 from research_env.retrieval.service import DEFAULT_MAX_TOP_K, RequestLimits, create_app, serve
 from research_env.retrieval.spec import BACKENDS, RetrieverSpec
 
@@ -59,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=30.0,
         help="on SIGTERM/SIGINT, how long in-flight requests may take to finish",
     )
+    parser.add_argument(
+        "--index-process",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="search in a child process beside the HTTP server (default: on; the two then hold different GILs "
+        "and use two cores, and the micro-batcher pays the round trip once per batch)",
+    )
     parser.add_argument("--ray-replicas", type=int, default=0, help="serve N replicas with Ray Serve instead")
     return parser.parse_args(argv)
 
@@ -86,9 +95,13 @@ def main(argv: list[str] | None = None) -> None:
 
         run_ray_service(spec, args.ray_replicas, args.host, args.port, app_options)
         return
-    retriever = spec.build()
+    retriever = ProcessRetriever(spec) if args.index_process else spec.build()
     print(f"serving {retriever.identity} on http://{args.host}:{args.port}", flush=True)
-    serve(create_app(retriever, **app_options), args.host, args.port, drain_timeout_s=args.drain_timeout_s)
+    try:
+        serve(create_app(retriever, **app_options), args.host, args.port, drain_timeout_s=args.drain_timeout_s)
+    finally:
+        if isinstance(retriever, ProcessRetriever):
+            retriever.close()
 
 
 if __name__ == "__main__":
