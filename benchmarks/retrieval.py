@@ -259,6 +259,8 @@ def bench_service_modes(
                 asyncio.run(load(url, queries, clients, warmup_s))
         for clients in client_counts:
             cells = {name: ServiceCell() for name in servers}
+            for _, url in servers.values():  # an untimed round at this concurrency (JIT of the path it takes)
+                asyncio.run(load(url, queries, clients, min(seconds, warmup_s)))
             calls_before = {name: httpx.get(f"{url}/health").json()["batcher"] for name, (_, url) in servers.items()}
             for r in range(rounds):
                 for name in list(servers) if r % 2 == 0 else list(servers)[::-1]:
@@ -327,7 +329,7 @@ def write_json(path: str, rows: list[tuple[str, ...]], ratios: dict[str, float],
         "benchmark": "retrieval",
         "load_average": [round(x, 2) for x in load],
         "ratios": ratios,
-        "rows": [dict(zip(columns, (_number(cell) for cell in row), strict=True)) for row in rows],
+        "rows": [dict(zip(columns, (int(row[0]), *map(_number, row[1:])), strict=True)) for row in rows],
     }
     Path(path).write_text(json.dumps(record, indent=2) + "\n")
 
