@@ -87,6 +87,18 @@ def test_a_dead_index_process_is_an_error_not_a_hang(demo_index):  # noqa: F811
         retriever.close()
 
 
+def test_a_retriever_nobody_closed_does_not_hang_the_exit(demo_index):  # noqa: F811
+    """multiprocessing joins its children at exit; the child must have been told to stop first."""
+    code = (
+        "from research_env.retrieval.process import ProcessRetriever\n"
+        "from research_env.retrieval.spec import RetrieverSpec\n"
+        f"retriever = ProcessRetriever(RetrieverSpec(index={str(demo_index)!r}))\n"
+        "print(len(retriever.search(['Paris'], 2)[0]))\n"  # still referenced when the interpreter exits
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "2", done.stderr[-2000:]
+
+
 def test_the_server_runs_its_index_in_a_child_that_ends_with_it(demo_index, direct):  # noqa: F811
     """The HTTP server holds no JVM (its GIL serves HTTP only); the index process exits when the server drains."""
     srv = Server(demo_index).start()

@@ -12,6 +12,7 @@ import multiprocessing
 import pickle
 import signal
 import threading
+import weakref
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
@@ -59,8 +60,21 @@ def _picklable(error: Exception) -> Exception:
     return error
 
 
+def _stop(conn: Connection, process: multiprocessing.process.BaseProcess, timeout_s: float = 30.0) -> None:
+    with contextlib.suppress(OSError):  # already gone
+        conn.send(None)
+    process.join(timeout_s)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    conn.close()
+
+
 class ProcessRetriever:
     """The retriever of ``spec``, built and searched in a child process; a :class:`Retriever` itself.
+
+    The child is spawned (it imports the main module again), so a script that makes one needs the
+    ``if __name__ == "__main__":`` guard.
 
     Example:
         >>> retriever = ProcessRetriever(RetrieverSpec(index="indexes/wiki-bm25"))
@@ -76,6 +90,7 @@ class ProcessRetriever:
         self._process.start()
         child_conn.close()  # ours is closed: the child's death reads as end of pipe here
         self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _stop, self._conn, self._process)
         if not self._conn.poll(start_timeout_s):
             self.close()
             raise IndexProcessError(f"the index process did not start within {start_timeout_s:.0f}s")
@@ -98,15 +113,10 @@ class ProcessRetriever:
             raise reply[1]
         return reply[1]
 
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Stop the child (it finishes the search in progress first)."""
-        with contextlib.suppress(OSError):  # already gone
-            self._conn.send(None)
-        self._process.join(timeout_s)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-        self._conn.close()
+    def close(self) -> None:
+        """Stop the child (it finishes the search in progress first). Also done at interpreter exit, before
+        multiprocessing joins its children, so a retriever nobody closed cannot hang the exit."""
+        self._finalizer()
 
     def _receive(self) -> tuple:
         try:
