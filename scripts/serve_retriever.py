@@ -10,9 +10,8 @@ Request limits: a body over --max-body-bytes gets 413 (refused from its Content-
 arrives); more than 4,096 queries, a query over 8,192 characters, or queries over --max-request-chars characters
 in all get 422, as does every malformed field (wrong type, top-k < 1, NaN, a lone surrogate); a top-k above
 --max-top-k is clamped (header X-Top-K-Clamped). Large batches are searched in chunks taken round-robin with
-other requests, so they never starve small ones. The index runs in a child process (--no-index-process: in the
-server's), so that HTTP and search use two cores; batches make its round trips rare. SIGTERM or Ctrl-C: stop
-accepting, finish the requests in flight (at most --drain-timeout-s), stop the index process, exit 0.
+other requests, so they never starve small ones. --index-process searches in a child process beside the server.
+SIGTERM or Ctrl-C: stop accepting, finish the requests in flight (at most --drain-timeout-s), exit 0.
 """
 
 from __future__ import annotations
@@ -63,10 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--index-process",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="search in a child process beside the HTTP server (default: on; the two then hold different GILs "
-        "and use two cores, and the micro-batcher pays the round trip once per batch)",
+        action="store_true",
+        help="search in a child process beside the HTTP server: the two hold different GILs, a JVM crash does "
+        "not take the server down, and the micro-batcher pays the round trip once per batch (not faster on 2 "
+        "cores: see the README's service benchmark)",
     )
     parser.add_argument("--ray-replicas", type=int, default=0, help="serve N replicas with Ray Serve instead")
     return parser.parse_args(argv)

@@ -99,9 +99,9 @@ def test_a_retriever_nobody_closed_does_not_hang_the_exit(demo_index):  # noqa: 
     assert done.returncode == 0 and done.stdout.strip() == "2", done.stderr[-2000:]
 
 
-def test_the_server_runs_its_index_in_a_child_that_ends_with_it(demo_index, direct):  # noqa: F811
+def test_with_index_process_the_server_runs_its_index_in_a_child_that_ends_with_it(demo_index, direct):  # noqa: F811
     """The HTTP server holds no JVM (its GIL serves HTTP only); the index process exits when the server drains."""
-    srv = Server(demo_index).start()
+    srv = Server(demo_index, flags=("--index-process",)).start()
     try:
         query = gold_subquestions(1)[0]
         assert httpx.post(f"{srv.url}/search", json={"query": query, "top_n": 3}).json() == wire(
@@ -120,7 +120,7 @@ def test_the_server_runs_its_index_in_a_child_that_ends_with_it(demo_index, dire
 
 
 def test_the_server_answers_500_naming_a_dead_index_process_and_keeps_answering_health(demo_index):  # noqa: F811
-    srv = Server(demo_index).start()
+    srv = Server(demo_index, flags=("--index-process",)).start()
     try:
         (index_pid,) = [pid for pid in children(srv.process.pid) if runs_a_jvm(pid)]
         os.kill(index_pid, signal.SIGKILL)
