@@ -1,8 +1,8 @@
-"""A retriever that lives in a child process: the service's index, JVM included, runs beside the HTTP server
-instead of inside it, so that the two hold different GILs and use both cores of a small machine.
+"""A retriever that lives in a child process (``serve_retriever.py --index-process``): the index, JVM included,
+runs beside the HTTP server, so the two hold different GILs and a JVM crash leaves the server answering.
 
-Each :meth:`ProcessRetriever.search` is one round trip over a pipe, a cost that the service's micro-batcher pays
-once per batch rather than once per query.
+Each :meth:`ProcessRetriever.search` is one round trip over a pipe, which the service's micro-batcher pays once per
+batch; on 2 cores that round trip cost about what the second GIL gained (README, service benchmark).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def _picklable(error: Exception) -> Exception:
 
 
 def _stop(conn: Connection, process: multiprocessing.process.BaseProcess, timeout_s: float = 30.0) -> None:
+    """Ask the child to stop, give it ``timeout_s`` to finish its search, then kill it."""
     with contextlib.suppress(OSError):  # already gone
         conn.send(None)
     process.join(timeout_s)
