@@ -3,12 +3,14 @@
     python benchmarks/retrieval.py                       # ~5 min on 2 cores: 1k/10k/100k synthetic + demo corpus
     python benchmarks/retrieval.py --sizes 1000000 --dense-sizes 100000  # bigger (100k HNSW build: ~4 min)
     python benchmarks/retrieval.py --service             # ~3 min: the service, batched vs --max-batch-size 1
+    python benchmarks/retrieval.py --service --quick --json out.json   # ~1.5 min, ratios also as JSON
 
 ``--service`` measures only the HTTP service on the demo index: the default settings against ``--max-batch-size 1``
 (one query per index call), both servers up at once and measured in interleaved rounds at 1, 32 and 64 concurrent
 clients (aiohttp coroutines in this process, each sending one query per ``/batch_search`` request, as
 ``HTTPRetriever`` does; aiohttp comes with ray[serve], in the dev extra), so that both face the same machine
-load. It prints req/s, p50 and p99 and their ratios.
+load. It prints req/s, p50 and p99 and their ratios, pooled over the rounds and as the median of the rounds'
+paired ratios; ``--json PATH`` writes ``{"benchmark", "load_average", "ratios", "rows"}``.
 
 Rows: pyserini BM25 one query per call vs batches, the same through the HTTP service (16 concurrent clients,
 one query per request, so the micro-batcher has to coalesce them), bm25s single vs batch, dense faiss flat vs
@@ -31,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -210,57 +213,86 @@ async def load(url: str, queries: list[str], clients: int, seconds: float) -> tu
         return len(latencies), time.perf_counter() - started, latencies
 
 
+@dataclass
+class ServiceCell:
+    """One server at one client count, over all rounds: requests, seconds and latencies, and each round's own
+    req/s and p99 (rounds of the two servers ran back to back, so their ratios are paired)."""
+
+    done: int = 0
+    elapsed: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    round_rps: list[float] = field(default_factory=list)
+    round_p99: list[float] = field(default_factory=list)
+
+    def add(self, n: int, elapsed: float, latencies: list[float]) -> None:
+        self.done, self.elapsed = self.done + n, self.elapsed + elapsed
+        self.latencies += latencies
+        self.round_rps.append(n / elapsed)
+        self.round_p99.append(float(np.percentile(latencies, 99)))
+
+    def p(self, q: float) -> float:
+        return float(np.percentile(np.asarray(self.latencies) * 1000, q))
+
+
 def bench_service_modes(
-    index: Path, queries: list[str], client_counts: Sequence[int] = (1, 32, 64), rounds: int = 5, seconds: float = 4.0
-) -> list[tuple[str, ...]]:
-    """Default settings vs ``--max-batch-size 1``, in interleaved rounds; rows of the comparison table."""
+    index: Path,
+    queries: list[str],
+    client_counts: Sequence[int] = (1, 32, 64),
+    rounds: int = 8,
+    seconds: float = 2.5,
+    warmup_s: float = 3.0,
+) -> tuple[list[tuple[str, ...]], dict[str, float]]:
+    """Default settings vs ``--max-batch-size 1``, in interleaved rounds: rows of the comparison table and the
+    batched/unbatched ratios (pooled over all rounds, and the median of the rounds' paired ratios, which resists
+    the load bursts of other jobs better)."""
     import httpx
 
     variants = {"batched (default)": (), "--max-batch-size 1": ("--max-batch-size", "1")}
     servers = {name: start_server(index, *flags) for name, flags in variants.items()}
-    load_before = os.getloadavg()
-    rows = []
+    rows, ratios = [], {}
     try:
         for _, url in servers.values():  # warm-up: JIT, caches, connection set-up
             # both the single-query path (1 client) and batched calls (16 clients), so that neither server's JIT
             # has warmed only one of them (the batched server's 1-client p50 was 2x the other's after a 16-client
             # warm-up)
             for clients in (1, 16, 1):
-                asyncio.run(load(url, queries, clients, 3.0))
+                asyncio.run(load(url, queries, clients, warmup_s))
         for clients in client_counts:
-            cells: dict[str, tuple[int, float, list[float]]] = {name: (0, 0.0, []) for name in servers}
-            per_round: dict[str, list[float]] = {name: [] for name in servers}  # req/s of each round
+            cells = {name: ServiceCell() for name in servers}
+            for _, url in servers.values():  # an untimed round at this concurrency (JIT of the path it takes)
+                asyncio.run(load(url, queries, clients, min(seconds, warmup_s)))
             calls_before = {name: httpx.get(f"{url}/health").json()["batcher"] for name, (_, url) in servers.items()}
             for r in range(rounds):
-                order = list(servers) if r % 2 == 0 else list(servers)[::-1]
-                for name in order:
-                    n, elapsed, latencies = asyncio.run(load(servers[name][1], queries, clients, seconds))
-                    done, total, all_latencies = cells[name]
-                    cells[name] = (done + n, total + elapsed, all_latencies + latencies)
-                    per_round[name].append(n / elapsed)
-            stats = {}
-            for name, (done, elapsed, latencies) in cells.items():
-                after = httpx.get(f"{servers[name][1]}/health").json()["batcher"]
-                coalesced = (after["queries"] - calls_before[name]["queries"]) / max(
-                    1, after["index_calls"] - calls_before[name]["index_calls"]
-                )
-                stats[name] = (done / elapsed, *(np.percentile(np.asarray(latencies) * 1000, [50, 99])), coalesced)
-            (b_rps, b_p50, b_p99, b_batch), (u_rps, u_p50, u_p99, _) = stats.values()
-            # each round's two cells ran back to back: the median of their ratios resists load bursts of other jobs
-            paired = np.median(np.divide(*per_round.values()))
+                for name in list(servers) if r % 2 == 0 else list(servers)[::-1]:
+                    cells[name].add(*asyncio.run(load(servers[name][1], queries, clients, seconds)))
+            after = httpx.get(f"{servers['batched (default)'][1]}/health").json()["batcher"]
+            before = calls_before["batched (default)"]
+            mean_batch = (after["queries"] - before["queries"]) / max(1, after["index_calls"] - before["index_calls"])
+            batched, unbatched = cells.values()
+            rps_ratio = (batched.done / batched.elapsed) / (unbatched.done / unbatched.elapsed)
+            p99_ratio = batched.p(99) / unbatched.p(99)
+            paired_rps = float(np.median(np.divide(batched.round_rps, unbatched.round_rps)))
+            paired_p99 = float(np.median(np.divide(batched.round_p99, unbatched.round_p99)))
+            ratios |= {
+                f"service req/s batched/unbatched @{clients}": round(rps_ratio, 3),
+                f"service req/s batched/unbatched @{clients}, median of paired rounds": round(paired_rps, 3),
+                f"service p99 batched/unbatched @{clients}": round(p99_ratio, 3),
+                f"service p99 batched/unbatched @{clients}, median of paired rounds": round(paired_p99, 3),
+            }
             rows.append(
                 (
                     str(clients),
-                    f"{b_rps:,.0f}",
-                    f"{u_rps:,.0f}",
-                    f"{b_rps / u_rps:.2f}x",
-                    f"{paired:.2f}x",
-                    f"{b_p50:.1f}",
-                    f"{u_p50:.1f}",
-                    f"{b_p99:.1f}",
-                    f"{u_p99:.1f}",
-                    f"{b_p99 / u_p99:.2f}x",
-                    f"{b_batch:.1f}",
+                    f"{batched.done / batched.elapsed:,.0f}",
+                    f"{unbatched.done / unbatched.elapsed:,.0f}",
+                    f"{rps_ratio:.2f}x",
+                    f"{paired_rps:.2f}x",
+                    f"{batched.p(50):.1f}",
+                    f"{unbatched.p(50):.1f}",
+                    f"{batched.p(99):.1f}",
+                    f"{unbatched.p(99):.1f}",
+                    f"{p99_ratio:.2f}x",
+                    f"{paired_p99:.2f}x",
+                    f"{mean_batch:.1f}",
                 )
             )
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
@@ -268,18 +300,42 @@ def bench_service_modes(
         for server, _ in servers.values():
             server.terminate()
             server.wait(30)
-    load_after = os.getloadavg()
+    return rows, ratios
+
+
+def print_service_table(
+    rows: list[tuple[str, ...]], load_before: Sequence[float], load_after: Sequence[float], rounds: int, seconds: float
+) -> None:
     print(
-        f"| clients | batched req/s | unbatched req/s | req/s ratio | median ratio of rounds | batched p50 ms | "
-        f"unbatched p50 ms | batched p99 ms | unbatched p99 ms | p99 ratio | mean batch |\n|{'---|' * 11}"
+        "| clients | batched req/s | unbatched req/s | req/s ratio | median of paired rounds | batched p50 ms | "
+        "unbatched p50 ms | batched p99 ms | unbatched p99 ms | p99 ratio | median of paired rounds | mean batch |"
+        f"\n|{'---|' * 12}"
     )
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print(
-        f"\nLoad average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; {os.cpu_count()} CPUs; "
-        f"{rounds} interleaved rounds of {seconds:.0f}s per cell; demo index, k = 5, 1 query per request."
+        f"\nLoad average (1/5/15 min) {'/'.join(f'{x:.2f}' for x in load_before)} before, "
+        f"{'/'.join(f'{x:.2f}' for x in load_after)} after; {os.cpu_count()} CPUs; {rounds} interleaved rounds of "
+        f"{seconds:g}s per cell; demo index, k = 5, 1 query per request."
     )
-    return rows
+
+
+def write_json(path: str, rows: list[tuple[str, ...]], ratios: dict[str, float], load: Sequence[float]) -> None:
+    """The machine-readable result (``benchmarks/run.py`` reads ``ratios``)."""
+    columns = ("clients", "batched_rps", "unbatched_rps", "rps_ratio", "rps_ratio_paired", "batched_p50_ms")
+    columns += ("unbatched_p50_ms", "batched_p99_ms", "unbatched_p99_ms", "p99_ratio", "p99_ratio_paired")
+    columns += ("mean_batch",)
+    record = {
+        "benchmark": "retrieval",
+        "load_average": [round(x, 2) for x in load],
+        "ratios": ratios,
+        "rows": [dict(zip(columns, (int(row[0]), *map(_number, row[1:])), strict=True)) for row in rows],
+    }
+    Path(path).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("x"))
 
 
 def bench_bm25s(corpus: Path, corpus_name: str, queries: list[str]) -> None:
@@ -409,13 +465,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["bm25s", "dense", "service", "vector"])
     parser.add_argument("--work", help="where synthetic corpora and indexes go (default: a temporary directory)")
     parser.add_argument("--service", action="store_true", help="only the service: batched vs --max-batch-size 1")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per cell with --service")
-    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per round with --service")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per cell with --service (default 8; 4 --quick)")
+    parser.add_argument("--seconds", type=float, help="seconds per round with --service (default 2.5; 1.5 --quick)")
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[1, 32, 64], help="concurrent clients of each --service row"
+    )
+    parser.add_argument("--quick", action="store_true", help="--service in about a minute: fewer, shorter rounds")
+    parser.add_argument("--json", metavar="PATH", help="--service: also write the rows and ratios to PATH as JSON")
     args = parser.parse_args(argv)
+    if (args.quick or args.json) and not args.service:
+        parser.error("--quick and --json go with --service")
     if args.service:
-        bench_service_modes(
-            cached_index(DEMO_CORPUS, progress=False), musique_queries(), rounds=args.rounds, seconds=args.seconds
+        rounds = args.rounds or (4 if args.quick else 8)
+        seconds = args.seconds or (1.5 if args.quick else 2.5)
+        load_before = os.getloadavg()
+        rows, ratios = bench_service_modes(
+            cached_index(DEMO_CORPUS, progress=False),
+            musique_queries(),
+            args.clients,
+            rounds,
+            seconds,
+            warmup_s=1.5 if args.quick else 3.0,
         )
+        load_after = os.getloadavg()
+        print_service_table(rows, load_before, load_after, rounds, seconds)
+        if args.json:
+            write_json(args.json, rows, ratios, load_after)
         return
     rng = np.random.default_rng(0)
     work = Path(args.work or tempfile.mkdtemp(prefix="retrieval_bench_"))

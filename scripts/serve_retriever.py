@@ -10,14 +10,15 @@ Request limits: a body over --max-body-bytes gets 413 (refused from its Content-
 arrives); more than 4,096 queries, a query over 8,192 characters, or queries over --max-request-chars characters
 in all get 422, as does every malformed field (wrong type, top-k < 1, NaN, a lone surrogate); a top-k above
 --max-top-k is clamped (header X-Top-K-Clamped). Large batches are searched in chunks taken round-robin with
-other requests, so they never starve small ones. SIGTERM or Ctrl-C: stop accepting, finish the requests in
-flight (at most --drain-timeout-s), exit 0.
+other requests, so they never starve small ones. --index-process searches in a child process beside the server.
+SIGTERM or Ctrl-C: stop accepting, finish the requests in flight (at most --drain-timeout-s), exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from research_env.retrieval.process import ProcessRetriever
 from research_env.retrieval.service import DEFAULT_MAX_TOP_K, RequestLimits, create_app, serve
 from research_env.retrieval.spec import BACKENDS, RetrieverSpec
 
@@ -59,6 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=30.0,
         help="on SIGTERM/SIGINT, how long in-flight requests may take to finish",
     )
+    parser.add_argument(
+        "--index-process",
+        action="store_true",
+        help="search in a child process beside the HTTP server: the two hold different GILs, a JVM crash does "
+        "not take the server down, and the micro-batcher pays the round trip once per batch (not faster on 2 "
+        "cores: see the README's service benchmark)",
+    )
     parser.add_argument("--ray-replicas", type=int, default=0, help="serve N replicas with Ray Serve instead")
     return parser.parse_args(argv)
 
@@ -86,9 +94,13 @@ def main(argv: list[str] | None = None) -> None:
 
         run_ray_service(spec, args.ray_replicas, args.host, args.port, app_options)
         return
-    retriever = spec.build()
+    retriever = ProcessRetriever(spec) if args.index_process else spec.build()
     print(f"serving {retriever.identity} on http://{args.host}:{args.port}", flush=True)
-    serve(create_app(retriever, **app_options), args.host, args.port, drain_timeout_s=args.drain_timeout_s)
+    try:
+        serve(create_app(retriever, **app_options), args.host, args.port, drain_timeout_s=args.drain_timeout_s)
+    finally:
+        if isinstance(retriever, ProcessRetriever):
+            retriever.close()
 
 
 if __name__ == "__main__":

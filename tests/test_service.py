@@ -35,8 +35,8 @@ def free_port() -> int:
 class Server:
     """``scripts/serve_retriever.py`` in a subprocess, killed at the end however the test ends."""
 
-    def __init__(self, index: Path, port: int | None = None) -> None:
-        self.index, self.port = index, port or free_port()
+    def __init__(self, index: Path, port: int | None = None, flags: tuple[str, ...] = ()) -> None:
+        self.index, self.port, self.flags = index, port or free_port(), flags
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
@@ -49,6 +49,7 @@ class Server:
                 str(self.index),
                 "--port",
                 str(self.port),
+                *self.flags,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -10,7 +10,6 @@ documents than they read. Empty or blank queries get no documents.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -19,10 +18,10 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
+from research_env.retrieval.asgi import BadRequest, FastRoutesApp, Reply, json_reply
 from research_env.retrieval.base import Document, Retriever, RetrieverError
 from research_env.retrieval.batcher import BatcherClosed, BatcherOverloaded, MicroBatcher
 
@@ -47,14 +46,6 @@ class RequestLimits:
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024 or self.max_request_chars < MAX_QUERY_CHARS:
             raise ValueError(f"max_body_bytes must be >= 1024 and max_request_chars >= {MAX_QUERY_CHARS}")
-
-
-class BadRequest(Exception):
-    """A request the service refuses: answered with ``status`` and ``detail``."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
 
 
 def _valid_unicode(query: str) -> str:
@@ -103,30 +94,6 @@ class RetrieveRequest(_Request):
     return_scores: StrictBool = False
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 once it is seen to exceed ``max_bytes`` (never read whole first)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest(400, f"Content-Length {declared[:40]!r} is not a byte count")
-        if int(declared) > max_bytes:
-            raise BadRequest(413, _too_large(int(declared), max_bytes))
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise BadRequest(413, _too_large(size, max_bytes, at_least=True))
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int, max_bytes: int, at_least: bool = False) -> str:
-    return (
-        f"request body of {'at least ' if at_least else ''}{size:,} bytes exceeds the service's limit of "
-        f"{max_bytes:,} bytes (--max-body-bytes); split the queries over several requests"
-    )
-
-
 def parse(model: type[_Request], body: bytes) -> Any:
     """Parse and validate in one pass; a 422 naming each bad field, without echoing its value (a NaN or a lone
     surrogate in the echo would make the error response itself fail)."""
@@ -151,10 +118,14 @@ def check_size(queries: list[str], field: str, limits: RequestLimits) -> None:
         )
 
 
-def _json(content: Any, headers: dict[str, str] | None = None) -> Response:
-    """JSON without FastAPI's encoder: the documents are plain dicts and lists already."""
-    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-    return Response(body, media_type="application/json", headers=headers)
+def _error_reply(exc: Exception) -> Reply | None:
+    """Overload sheds load (503, retry later); a failed index call is a 500 (503 once the service is stopping),
+    never an empty result."""
+    if isinstance(exc, BatcherOverloaded):
+        return json_reply(503, {"detail": str(exc)}, {"Retry-After": "1"})
+    if isinstance(exc, RetrieverError):
+        return json_reply(503 if isinstance(exc, BatcherClosed) else 500, {"detail": f"retriever failed: {exc}"})
+    return None
 
 
 def _doc(d: Document) -> dict[str, str]:
@@ -184,7 +155,12 @@ def create_app(
         finally:
             state["batcher"].close()
 
-    app = FastAPI(title="research-gym retriever", lifespan=lifespan)
+    app = FastRoutesApp(
+        title="research-gym retriever",
+        lifespan=lifespan,
+        max_body_bytes=limits.max_body_bytes,
+        error_reply=_error_reply,
+    )
 
     async def search(queries: list[str], k: int) -> list[list[Document]]:
         asked = [i for i, q in enumerate(queries) if q.strip()]
@@ -197,57 +173,38 @@ def create_app(
                 results[i] = docs
         return results
 
-    async def request_of(model: type[_Request], request: Request) -> Any:
-        return parse(model, await read_body(request, limits.max_body_bytes))
-
     def clamped(k: int) -> dict[str, str] | None:
         return {"X-Top-K-Clamped": str(max_top_k)} if k > max_top_k else None
 
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
-        # after a 413 the rest of the body is unread: close rather than read it to keep the connection alive
-        headers = {"Connection": "close"} if exc.status == 413 else None
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
-
-    @app.exception_handler(BatcherOverloaded)
-    async def overloaded(request: Request, exc: BatcherOverloaded) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
-
-    @app.exception_handler(RetrieverError)
-    async def failed(request: Request, exc: RetrieverError) -> JSONResponse:
-        status = 503 if isinstance(exc, BatcherClosed) else 500
-        return JSONResponse({"detail": f"retriever failed: {exc}"}, status_code=status)
-
-    async def search_one(request: Request) -> Response:
-        body: SearchRequest = await request_of(SearchRequest, request)
-        docs = (await search([body.query], body.top_n))[0]
+    async def search_one(body: bytes) -> Reply:
+        request: SearchRequest = parse(SearchRequest, body)
+        docs = (await search([request.query], request.top_n))[0]
         content: Any = (
-            [[_doc(d) for d in docs], [d.score for d in docs]] if body.return_score else [_doc(d) for d in docs]
+            [[_doc(d) for d in docs], [d.score for d in docs]] if request.return_score else [_doc(d) for d in docs]
         )
-        return _json(content, clamped(body.top_n))
+        return json_reply(200, content, clamped(request.top_n))
 
-    async def batch_search(request: Request) -> Response:
-        body: BatchSearchRequest = await request_of(BatchSearchRequest, request)
-        check_size(body.query, "query", limits)
-        results = await search(body.query, body.top_n)
+    async def batch_search(body: bytes) -> Reply:
+        request: BatchSearchRequest = parse(BatchSearchRequest, body)
+        check_size(request.query, "query", limits)
+        results = await search(request.query, request.top_n)
         docs = [[_doc(d) for d in ds] for ds in results]
-        content: Any = [docs, [[d.score for d in ds] for ds in results]] if body.return_score else docs
-        return _json(content, clamped(body.top_n))
+        content: Any = [docs, [[d.score for d in ds] for ds in results]] if request.return_score else docs
+        return json_reply(200, content, clamped(request.top_n))
 
-    async def retrieve(request: Request) -> Response:
-        body: RetrieveRequest = await request_of(RetrieveRequest, request)
-        check_size(body.queries, "queries", limits)
-        results = await search(body.queries, body.topk)
-        if body.return_scores:
+    async def retrieve(body: bytes) -> Reply:
+        request: RetrieveRequest = parse(RetrieveRequest, body)
+        check_size(request.queries, "queries", limits)
+        results = await search(request.queries, request.topk)
+        if request.return_scores:
             content = [[{"document": _doc(d), "score": d.score} for d in ds] for ds in results]
         else:
             content = [[_doc(d) for d in ds] for ds in results]
-        return _json({"result": content}, clamped(body.topk))
+        return json_reply(200, {"result": content}, clamped(request.topk))
 
-    # Plain Starlette routes: the body is parsed and validated by `parse` already, and FastAPI's dependency
-    # machinery (query-parameter parsing included) cost ~10% of the service's CPU per request under load.
-    for path, endpoint in (("/search", search_one), ("/batch_search", batch_search), ("/retrieve", retrieve)):
-        app.add_route(path, endpoint, methods=["POST"])
+    # Served from the ASGI scope (see research_env.retrieval.asgi): the body is parsed and validated by `parse`
+    # already, and FastAPI's middleware, routing and Request objects were 10-15% of the server's CPU under load.
+    app.fast_routes.update({"/search": search_one, "/batch_search": batch_search, "/retrieve": retrieve})
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -272,7 +229,8 @@ def serve(
 
     uvicorn re-raises the signal it stopped on once it has drained; the handlers installed here turn that into
     a normal exit rather than death by SIGTERM (status 143) or a KeyboardInterrupt. Access logs are off: at
-    thousands of requests per second they cost more CPU than the searches.
+    thousands of requests per second they cost more CPU than the searches. So is uvicorn's proxy-headers
+    middleware: nothing here reads the client's address, and it ran on every request.
     """
     import uvicorn
 
@@ -283,6 +241,12 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, exit_cleanly)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=drain_timeout_s
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=drain_timeout_s,
     )
     uvicorn.Server(config).run()
