@@ -87,7 +87,8 @@ class Row:
 
     def record(self) -> dict[str, Any]:
         derived = ("tokens_per_s", "generate_ms_per_turn", "env_ms_per_turn", "env_share")
-        return {**asdict(self), **{name: round(getattr(self, name), 4) for name in derived}}
+        measured = {name: round(v, 4) if isinstance(v, float) else v for name, v in asdict(self).items()}
+        return {**measured, **{name: round(getattr(self, name), 4) for name in derived}}
 
     def cells(self) -> tuple[str, ...]:
         return (
