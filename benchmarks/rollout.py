@@ -126,10 +126,10 @@ def play(
     )
 
 
-def vllm_backend(model: Path) -> tuple[GenerationBackend | None, float]:
-    """The vLLM engine (None when vLLM is not importable) and its start-up seconds."""
+def vllm_backend(model: Path) -> tuple[GenerationBackend | None, float | None]:
+    """The vLLM engine and its start-up seconds; None, None when vLLM is not importable."""
     if not vllm_installed():
-        return None, 0.0
+        return None, None
     from agents.generation.vllm_backend import VLLMBackend
 
     started = time.perf_counter()
@@ -190,10 +190,11 @@ def main() -> None:
         for env in envs:
             env.close()
     load = [round(x, 2) for x in os.getloadavg()]
+    start = NOT_INSTALLED if vllm_start_s is None else f"{vllm_start_s:.0f} s"
     print(
         f"searching tiny-qwen2 (float32, greedy), max_new_tokens={args.max_new_tokens}, max_turns={args.max_turns}, "
         f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {load}, "
-        f"vLLM engine start {vllm_start_s:.0f} s\n"
+        f"vLLM engine start {start}\n"
     )
     print(markdown(rows))
     result = ratios(rows)
@@ -210,7 +211,7 @@ def main() -> None:
                         r.record() if isinstance(r, Row) else {"backend": r[0], "parallel": r[1], "note": NOT_INSTALLED}
                         for r in rows
                     ],
-                    "vllm_engine_start_s": round(vllm_start_s, 1),
+                    "vllm_engine_start_s": None if vllm_start_s is None else round(vllm_start_s, 1),
                 },
                 indent=2,
             ),
