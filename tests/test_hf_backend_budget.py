@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.generation.hf_backend import BatchBudgetWarning, HFBackend
+from agents.generation.hf_backend import BatchBudgetWarning, HFBackend, cache_argument
 
 PROMPTS = [
     "Hello",
@@ -40,7 +40,7 @@ def prefill_shapes(backend: HFBackend, contexts: list[list[int]], caps: list[int
     shapes: list[tuple[int, int]] = []
 
     def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        if kwargs["cache"].get_seq_length() == 0:  # a batch's first pass: its whole left-padded contexts
+        if kwargs[cache_argument(module)].get_seq_length() == 0:  # a batch's first pass: its whole left-padded contexts
             shapes.append(tuple(kwargs["input_ids"].shape))
 
     handle = backend.model.register_forward_pre_hook(record, with_kwargs=True)
