@@ -22,7 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import add_contract_arguments, write_result  # noqa: E402
+
 VOCAB, WORDS_PER_PASSAGE, QUERY_WORDS, K = 50_000, 60, 6, 5
+#: ``--quick``: enough passages that posting lists are not trivial, small enough to build both indexes in ~30 s.
+QUICK_PASSAGES, QUICK_BUDGET_S = 20_000, 2.0
 
 
 def write_corpus(path: Path, n: int, seed: int = 0, block: int = 20_000) -> None:
@@ -80,20 +86,111 @@ def run_backend(backend: str, corpus: Path, index: Path, budget_s: float) -> dic
     return result
 
 
+def watch(command: list[str], max_rss_bytes: int) -> tuple[subprocess.CompletedProcess, int, float]:
+    """Run a backend's child process and poll its resident set once a second: past ``max_rss_bytes`` it is killed,
+    before the kernel's OOM killer picks a victim on a machine shared with other people's work. Returns the
+    process, the largest resident set seen and the wall time."""
+    started, seen = time.perf_counter(), 0
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        while child.poll() is None:
+            try:
+                status = Path(f"/proc/{child.pid}/status").read_text()
+                seen = max(seen, int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]))
+            except (OSError, StopIteration, ValueError):
+                pass
+            if seen * 1024 > max_rss_bytes:
+                child.kill()
+                child.wait()
+                err.write(f"\nkilled by large_corpus.py: resident set {seen / 2**20:.1f} GiB > --max-rss-gib\n")
+                break
+            time.sleep(1.0)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(command, child.returncode, out.read(), err.read())
+    return done, seen * 1024, time.perf_counter() - started
+
+
+def measure(backend: str, corpus: Path, index: Path, budget_s: float, max_rss_bytes: int) -> dict:
+    """One backend in its own process: its measurements, or ``failed`` with why, the time it ran and the largest
+    resident set seen (a backend that does not fit is a result, not a crash of the benchmark)."""
+    command = [sys.executable, __file__, "--budget-s", str(budget_s), "--child", backend, str(corpus), str(index)]
+    done, seen_bytes, wall_s = watch(command, max_rss_bytes)
+    if done.returncode == 0:
+        return {"backend": backend, **json.loads(done.stdout.strip().splitlines()[-1])}
+    tail = " ".join(done.stderr.strip().splitlines()[-3:])[-300:]
+    return {
+        "backend": backend,
+        "failed": f"exit {done.returncode}: {tail}",
+        "wall_s": wall_s,
+        "peak_rss_bytes": seen_bytes,
+    }
+
+
+def table_row(r: dict, passages: int) -> tuple[str, ...]:
+    if "failed" in r:
+        return (
+            r["backend"],
+            f"{passages:,}",
+            f"failed after {r['wall_s']:.0f} s ({r['failed']})",
+            "-",
+            f"{r['peak_rss_bytes'] / 2**30:.2f} (seen)",
+            *("-",) * 4,
+        )
+    return (
+        r["backend"],
+        f"{passages:,}",
+        f"{r['build_s']:.0f}",
+        f"{r['index_bytes'] / 2**20:,.0f}",
+        f"{r['peak_rss_bytes'] / 2**30:.2f}",
+        f"{r['single_qps']:,.0f}",
+        f"{r['single_p99_ms']:.1f}",
+        f"{r['batch_qps']:,.0f}",
+        f"{r['batch_p99_ms']:.1f}",
+    )
+
+
+def ratios(rows: list[dict]) -> dict[str, float]:
+    """bm25s over pyserini for each figure, measured side by side on one corpus (what survives a loaded machine)."""
+    by = {r["backend"]: r for r in rows if "failed" not in r}
+    if not {"pyserini", "bm25s"} <= by.keys():
+        return {}
+    figures = {
+        "build s": "build_s",
+        "index bytes": "index_bytes",
+        "peak RSS": "peak_rss_bytes",
+        "q/s single": "single_qps",
+        "q/s batch 64": "batch_qps",
+        "p99 single": "single_p99_ms",
+    }
+    return {f"bm25s / pyserini {label}": by["bm25s"][key] / by["pyserini"][key] for label, key in figures.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--passages", type=int, default=1_000_000)
     parser.add_argument("--backends", nargs="+", default=["pyserini", "bm25s"], choices=["pyserini", "bm25s"])
     parser.add_argument("--budget-s", type=float, default=20.0, help="query time per mode")
     parser.add_argument("--work", help="where the corpus and indexes go (default: a temporary directory)")
+    parser.add_argument(
+        "--max-rss-gib", type=float, default=18.0, help="kill a backend whose resident set grows past this (a row)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("BACKEND", "CORPUS", "INDEX"), help=argparse.SUPPRESS)
+    add_contract_arguments(parser)
     args = parser.parse_args(argv)
     if args.child:
         backend, corpus, index = args.child
         print(json.dumps(run_backend(backend, Path(corpus), Path(index), args.budget_s)))
         return
-    work = Path(args.work or tempfile.mkdtemp(prefix="large_corpus_"))
-    work.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.passages, args.budget_s = QUICK_PASSAGES, QUICK_BUDGET_S
+    with tempfile.TemporaryDirectory(prefix="large_corpus_") as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        run(args, work)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
     corpus = work / f"synthetic_{args.passages}.jsonl"
     load_before = os.getloadavg()
     if not corpus.exists():
@@ -103,43 +200,26 @@ def main(argv: list[str] | None = None) -> None:
             f"wrote {corpus} ({corpus.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:.0f}s",
             file=sys.stderr,
         )
-    rows = []
+    results = []
     for backend in args.backends:
         index = work / f"{backend}_{args.passages}"
-        out = subprocess.run(
-            [sys.executable, __file__, "--budget-s", str(args.budget_s), "--child", backend, str(corpus), str(index)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"{backend} failed:\n{out.stderr[-3000:]}")
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append(
-            (
-                backend,
-                f"{args.passages:,}",
-                f"{r['build_s']:.0f}",
-                f"{r['index_bytes'] / 2**20:,.0f}",
-                f"{r['peak_rss_bytes'] / 2**30:.2f}",
-                f"{r['single_qps']:,.0f}",
-                f"{r['single_p99_ms']:.1f}",
-                f"{r['batch_qps']:,.0f}",
-                f"{r['batch_p99_ms']:.1f}",
-            )
-        )
-        print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+        results.append(measure(backend, corpus, index, args.budget_s, int(args.max_rss_gib * 2**30)))
+        results[-1]["load_average"] = list(os.getloadavg())
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(
         "| backend | passages | build s | index MiB | peak RSS GiB | q/s single | p99 ms single | q/s batch 64 | "
         f"p99 ms batch 64 |\n|{'---|' * 9}"
     )
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    for r in results:
+        print("| " + " | ".join(table_row(r, args.passages)) + " |")
     load_after = os.getloadavg()
     print(
         f"\nLoad average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; {os.cpu_count()} CPUs; "
         f"corpus {corpus.stat().st_size / 2**20:,.0f} MiB; k = {K}."
     )
+    write_result(args.json, "large_corpus", ratios(results), [{"passages": args.passages, **r} for r in results])
+    if any("failed" in r for r in results):
+        sys.exit(f"failed: {', '.join(r['backend'] for r in results if 'failed' in r)}")
 
 
 if __name__ == "__main__":
