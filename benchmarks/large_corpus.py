@@ -11,9 +11,13 @@ way (a = 1.3), seeded, as in benchmarks/retrieval.py. Each backend runs in its o
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import resource
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from run import add_contract_arguments, write_result  # noqa: E402
 
@@ -166,6 +171,130 @@ def ratios(rows: list[dict]) -> dict[str, float]:
     return {f"bm25s / pyserini {label}": by["bm25s"][key] / by["pyserini"][key] for label, key in figures.items()}
 
 
+def start_service(flags: list[str], log: Path, timeout_s: float = 900.0) -> tuple[subprocess.Popen, str]:
+    """``scripts/serve_retriever.py FLAGS`` on a free port, once ``/health`` answers. Its own session, so that
+    :func:`stop_service` can end it and whatever it started (Ray's processes) by its process group id; a generous
+    timeout, because Ray and a 1M-passage index take minutes to come up on a loaded 2-core machine."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, str(ROOT / "scripts" / "serve_retriever.py"), "--port", str(port), *flags]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout_s
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=10).status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            pass
+        time.sleep(1.0)
+    stop_service(server)
+    raise RuntimeError(f"{' '.join(command)} did not come up; the end of {log}:\n{log.read_text()[-2000:]}")
+
+
+def stop_service(server: subprocess.Popen) -> None:
+    """SIGINT first (Ray Serve shuts its replicas and local cluster down on it), then SIGKILL to the group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+def service_variants(args: argparse.Namespace, work: Path) -> dict[str, list[str]]:
+    """The servers compared, each with its flags: one process and Ray Serve replicas on the pyserini index, and
+    one bm25s process when ``--backends`` names bm25s."""
+    pyserini = ["--index", str(work / f"pyserini_{args.passages}")]
+    variants = {"1 process": pyserini}
+    for replicas in args.ray_replicas:
+        variants[f"Ray Serve, {replicas} replicas"] = [*pyserini, "--ray-replicas", str(replicas)]
+    if "bm25s" in args.backends:
+        variants["1 process, bm25s"] = ["--index", str(work / f"bm25s_{args.passages}"), "--backend", "bm25s"]
+    return variants
+
+
+def bench_service(args: argparse.Namespace, work: Path, corpus: Path) -> list[dict]:
+    """Each variant's req/s, p50 and p99 at each client count, all servers up at once and loaded in interleaved
+    rounds (the order flips every round) by retrieval.py's load generator, so that they face the same load."""
+    from retrieval import load  # one query per /batch_search request, as HTTPRetriever sends them
+
+    for backend in args.backends:  # the indexes, built by the in-process measurement if absent
+        if not (work / f"{backend}_{args.passages}").exists():
+            r = measure(backend, corpus, work / f"{backend}_{args.passages}", 1.0, int(args.max_rss_gib * 2**30))
+            if "failed" in r:
+                raise RuntimeError(f"building the {backend} index failed: {r['failed']}")
+    pool = queries(20_000)
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    rows = []
+    try:
+        for name, flags in service_variants(args, work).items():
+            servers[name] = start_service(flags, work / f"service_{len(servers)}.log")
+            print(f"{name} up at {servers[name][1]}", file=sys.stderr, flush=True)
+        for _, url in servers.values():  # warm-up: JIT, caches, connections, Ray's proxy
+            for clients in (1, 16):
+                asyncio.run(load(url, pool, clients, 3.0))
+        for clients in args.clients:
+            cells: dict[str, list] = {name: [0, 0.0, [], []] for name in servers}  # requests, s, latencies, req/s
+            for r in range(args.rounds):
+                for name in list(servers) if r % 2 == 0 else list(servers)[::-1]:
+                    n, elapsed, latencies = asyncio.run(load(servers[name][1], pool, clients, args.seconds))
+                    cell = cells[name]
+                    cell[0], cell[1] = cell[0] + n, cell[1] + elapsed
+                    cell[2] += latencies
+                    cell[3].append(n / elapsed)
+            baseline = cells["1 process"][3]
+            for name, (n, elapsed, latencies, per_round) in cells.items():
+                p50, p99 = np.percentile(np.asarray(latencies) * 1000, [50, 99])
+                rows.append(
+                    {
+                        "server": name,
+                        "clients": clients,
+                        "req_s": n / elapsed,
+                        "p50_ms": float(p50),
+                        "p99_ms": float(p99),
+                        "median_ratio_of_rounds": float(np.median(np.divide(per_round, baseline))),
+                        "load_average": list(os.getloadavg()),
+                    }
+                )
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    finally:
+        for server, _ in servers.values():
+            stop_service(server)
+    return rows
+
+
+def print_service(rows: list[dict], args: argparse.Namespace, load_before: tuple[float, ...]) -> dict[str, float]:
+    """The service table; returns each variant's req/s and p99 over the single process's, per client count."""
+    base = {r["clients"]: r for r in rows if r["server"] == "1 process"}
+    print(
+        "| server | clients | req/s | vs 1 process | median ratio of rounds | p50 ms | p99 ms | p99 vs 1 process |\n"
+        f"|{'---|' * 8}"
+    )
+    ratios = {}
+    for r in rows:
+        b = base[r["clients"]]
+        print(
+            f"| {r['server']} | {r['clients']} | {r['req_s']:,.0f} | {r['req_s'] / b['req_s']:.2f}x | "
+            f"{r['median_ratio_of_rounds']:.2f}x | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['p99_ms'] / b['p99_ms']:.2f}x |"
+        )
+        if r["server"] != "1 process":
+            ratios[f"{r['server']} / 1 process req/s, {r['clients']} clients"] = r["median_ratio_of_rounds"]
+            ratios[f"{r['server']} / 1 process p99, {r['clients']} clients"] = r["p99_ms"] / b["p99_ms"]
+    load_after = os.getloadavg()
+    print(
+        f"\nLoad average (1, 5, 15 min) {', '.join(f'{x:.2f}' for x in load_before)} before, "
+        f"{', '.join(f'{x:.2f}' for x in load_after)} after; {os.cpu_count()} CPUs; {args.passages:,} passages; "
+        f"{args.rounds} interleaved rounds of {args.seconds:.0f} s per cell; k = {K}, 1 query per request."
+    )
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--passages", type=int, default=1_000_000)
@@ -175,6 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-rss-gib", type=float, default=18.0, help="kill a backend whose resident set grows past this (a row)"
     )
+    parser.add_argument("--service", action="store_true", help="the HTTP service: 1 process vs Ray Serve replicas")
+    parser.add_argument("--ray-replicas", type=int, nargs="+", default=[2], help="replica counts with --service")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64], help="concurrent clients, --service")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell with --service")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per round with --service")
     parser.add_argument("--child", nargs=3, metavar=("BACKEND", "CORPUS", "INDEX"), help=argparse.SUPPRESS)
     add_contract_arguments(parser)
     args = parser.parse_args(argv)
@@ -200,6 +334,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
             f"wrote {corpus} ({corpus.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:.0f}s",
             file=sys.stderr,
         )
+    if args.service:
+        rows = bench_service(args, work, corpus)
+        write_result(args.json, "large_corpus", print_service(rows, args, load_before), rows)
+        return
     results = []
     for backend in args.backends:
         index = work / f"{backend}_{args.passages}"
