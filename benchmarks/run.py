@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -179,7 +180,7 @@ def select(args: argparse.Namespace, registry: Sequence[Benchmark]) -> list[tupl
         if args.only and benchmark.name not in args.only:
             continue
         if benchmark.name in (args.skip or []):
-            reason = "skipped with --skip"
+            reason = "left out with --skip"
         elif benchmark.not_quick and not args.only:
             reason = benchmark.not_quick
         else:
@@ -205,8 +206,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs=2,
         action="append",
         default=[],
-        metavar=("NAME", "SCRIPT"),
-        help="also run SCRIPT (a path; it follows the contract) as benchmark NAME: for one under development",
+        metavar=("NAME", "COMMAND"),
+        help="also run COMMAND ('SCRIPT [ARGS]', following the contract; --json PATH is appended) as benchmark NAME: "
+        "one under development, or one at another size",
     )
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per benchmark; past it, it has failed")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the JSON of the whole run goes")
@@ -215,13 +217,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    registry = list(REGISTRY) + [Benchmark(name, str(Path(script).resolve())) for name, script in args.add]
-    if args.add and args.only:
-        args.only += [name for name, _ in args.add]
+    registry = list(REGISTRY)
+    for name, command in args.add:
+        script, *script_args = shlex.split(command)
+        registry.append(Benchmark(name, str(Path(script).resolve()), tuple(script_args)))
     chosen = select(args, registry)
     if args.list:
         for benchmark, reason in chosen:
-            command = " ".join(["python", f"benchmarks/{benchmark.script}", *benchmark.args, "--json", "PATH"])
+            script = benchmark.script if "/" in benchmark.script else f"benchmarks/{benchmark.script}"
+            command = " ".join(["python", script, *benchmark.args, "--json", "PATH"])
             gpu = " (needs a GPU)" if benchmark.needs_gpu else ""
             print(f"{benchmark.name}: {command}{gpu}{'  # ' + reason if reason else ''}")
         return 0
@@ -232,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for benchmark, reason in chosen:
         if not reason and benchmark.needs_gpu:
             gpu = cuda_available() if gpu is None else gpu
-            reason = "" if gpu else "skipped: needs a GPU (torch.cuda.is_available() is False here)"
+            reason = "" if gpu else "needs a GPU (torch.cuda.is_available() is False here)"
         if reason:
             outcomes.append(Outcome(benchmark.name, "skipped", detail=reason))
             continue
