@@ -61,7 +61,14 @@ REGISTRY: tuple[Benchmark, ...] = (
     Benchmark(
         "learning",
         "learning.py",
-        not_quick="not in quick set: one seed of SFT + GRPO on Qwen2.5-0.5B takes > 10 min on 2 cores; --only learning",
+        not_quick="not in quick set: one seed (SFT warm start, 10 GRPO iterations, evaluations) takes > 10 min on a "
+        "loaded 2-core machine; run it with --only learning",
+    ),
+    Benchmark(
+        "learning_synthetic",
+        "learning_synthetic.py",
+        not_quick="not in quick set: one seed (warm start, GRPO and its ablation) took 6-15 min on 2 cores; run it "
+        "with --only learning_synthetic",
     ),
 )
 
