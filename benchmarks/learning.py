@@ -38,7 +38,7 @@ import research_env  # noqa: F401  (registers the env ids)
 from agents.generation.rollout import RolloutConfig, token_env
 from agents.policies.models import load_causal_lm
 from agents.policies.warmstart import WarmStart, prepare_policy
-from agents.training.rllib.algorithm import DEFAULT_ENV_ID
+from agents.training.settings import DEFAULT_ENV_ID
 from agents.training.sft import SFTConfig
 from agents.training.torch_loop import evaluate_policy
 
