@@ -171,7 +171,9 @@ def ratios(rows: list[dict]) -> dict[str, float]:
     return {f"bm25s / pyserini {label}": by["bm25s"][key] / by["pyserini"][key] for label, key in figures.items()}
 
 
-def start_service(flags: list[str], log: Path, timeout_s: float = 900.0) -> tuple[subprocess.Popen, str]:
+def start_service(
+    flags: list[str], log: Path, env: dict[str, str] | None = None, timeout_s: float = 900.0
+) -> tuple[subprocess.Popen, str]:
     """``scripts/serve_retriever.py FLAGS`` on a free port, once ``/health`` answers. Its own session, so that
     :func:`stop_service` can end it and whatever it started (Ray's processes) by its process group id; a generous
     timeout, because Ray and a 1M-passage index take minutes to come up on a loaded 2-core machine."""
@@ -182,7 +184,9 @@ def start_service(flags: list[str], log: Path, timeout_s: float = 900.0) -> tupl
         port = s.getsockname()[1]
     command = [sys.executable, str(ROOT / "scripts" / "serve_retriever.py"), "--port", str(port), *flags]
     with log.open("w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+        )
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout_s
     while time.monotonic() < deadline and server.poll() is None:
         try:
@@ -206,15 +210,20 @@ def stop_service(server: subprocess.Popen) -> None:
     server.wait()
 
 
-def service_variants(args: argparse.Namespace, work: Path) -> dict[str, list[str]]:
-    """The servers compared, each with its flags: one process and Ray Serve replicas on the pyserini index, and
-    one bm25s process when ``--backends`` names bm25s."""
+def service_variants(args: argparse.Namespace, work: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """The servers compared, each with its flags and environment: one process and Ray Serve replicas on the pyserini
+    index (once per ``--ray-worker-niceness``: Ray renices its workers to 15 by default, which on a machine shared
+    with other work, unlike the one process at 0, costs them most of the CPU), and one bm25s process when
+    ``--backends`` names bm25s."""
     pyserini = ["--index", str(work / f"pyserini_{args.passages}")]
-    variants = {"1 process": pyserini}
+    variants = {"1 process": (pyserini, {})}
     for replicas in args.ray_replicas:
-        variants[f"Ray Serve, {replicas} replicas"] = [*pyserini, "--ray-replicas", str(replicas)]
+        for niceness in args.ray_worker_niceness or [None]:
+            name = f"Ray Serve, {replicas} replicas" + (f", nice {niceness}" if niceness is not None else "")
+            env = {"RAY_worker_niceness": str(niceness)} if niceness is not None else {}
+            variants[name] = ([*pyserini, "--ray-replicas", str(replicas)], env)
     if "bm25s" in args.backends:
-        variants["1 process, bm25s"] = ["--index", str(work / f"bm25s_{args.passages}"), "--backend", "bm25s"]
+        variants["1 process, bm25s"] = (["--index", str(work / f"bm25s_{args.passages}"), "--backend", "bm25s"], {})
     return variants
 
 
@@ -232,8 +241,8 @@ def bench_service(args: argparse.Namespace, work: Path, corpus: Path) -> list[di
     servers: dict[str, tuple[subprocess.Popen, str]] = {}
     rows = []
     try:
-        for name, flags in service_variants(args, work).items():
-            servers[name] = start_service(flags, work / f"service_{len(servers)}.log")
+        for name, (flags, env) in service_variants(args, work).items():
+            servers[name] = start_service(flags, work / f"service_{len(servers)}.log", env)
             print(f"{name} up at {servers[name][1]}", file=sys.stderr, flush=True)
         for _, url in servers.values():  # warm-up: JIT, caches, connections, Ray's proxy
             for clients in (1, 16):
@@ -306,6 +315,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--service", action="store_true", help="the HTTP service: 1 process vs Ray Serve replicas")
     parser.add_argument("--ray-replicas", type=int, nargs="+", default=[2], help="replica counts with --service")
+    parser.add_argument(
+        "--ray-worker-niceness",
+        type=int,
+        nargs="+",
+        help="with --service: one Ray variant per value (RAY_worker_niceness; Ray's default is 15)",
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64], help="concurrent clients, --service")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell with --service")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per round with --service")
