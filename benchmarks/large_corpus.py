@@ -91,10 +91,19 @@ def run_backend(backend: str, corpus: Path, index: Path, budget_s: float) -> dic
     return result
 
 
-def watch(command: list[str], max_rss_bytes: int) -> tuple[subprocess.CompletedProcess, int, float]:
-    """Run a backend's child process and poll its resident set once a second: past ``max_rss_bytes`` it is killed,
-    before the kernel's OOM killer picks a victim on a machine shared with other people's work. Returns the
-    process, the largest resident set seen and the wall time."""
+def available_bytes() -> int:
+    """The kernel's estimate of memory available to new work (``MemAvailable``), other people's use included."""
+    meminfo = Path("/proc/meminfo").read_text()
+    return int(next(line for line in meminfo.splitlines() if line.startswith("MemAvailable")).split()[1]) * 1024
+
+
+def watch(
+    command: list[str], max_rss_bytes: int, min_available_bytes: int
+) -> tuple[subprocess.CompletedProcess, int, float]:
+    """Run a backend's child process and poll its resident set once a second: past ``max_rss_bytes``, or when the
+    machine's available memory falls under ``min_available_bytes``, it is killed, before the kernel's OOM killer
+    picks a victim on a machine shared with other people's work. Returns the process, the largest resident set
+    seen and the wall time."""
     started, seen = time.perf_counter(), 0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(command, stdout=out, stderr=err, text=True)
@@ -104,10 +113,14 @@ def watch(command: list[str], max_rss_bytes: int) -> tuple[subprocess.CompletedP
                 seen = max(seen, int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]))
             except (OSError, StopIteration, ValueError):
                 pass
-            if seen * 1024 > max_rss_bytes:
+            available = available_bytes()
+            if seen * 1024 > max_rss_bytes or available < min_available_bytes:
                 child.kill()
                 child.wait()
-                err.write(f"\nkilled by large_corpus.py: resident set {seen / 2**20:.1f} GiB > --max-rss-gib\n")
+                err.write(
+                    f"\nkilled by large_corpus.py: resident set {seen / 2**20:.1f} GiB (--max-rss-gib), machine's "
+                    f"available memory {available / 2**30:.1f} GiB (--min-available-gib)\n"
+                )
                 break
             time.sleep(1.0)
         out.seek(0)
@@ -116,11 +129,11 @@ def watch(command: list[str], max_rss_bytes: int) -> tuple[subprocess.CompletedP
     return done, seen * 1024, time.perf_counter() - started
 
 
-def measure(backend: str, corpus: Path, index: Path, budget_s: float, max_rss_bytes: int) -> dict:
+def measure(backend: str, corpus: Path, index: Path, budget_s: float, limits: tuple[int, int]) -> dict:
     """One backend in its own process: its measurements, or ``failed`` with why, the time it ran and the largest
     resident set seen (a backend that does not fit is a result, not a crash of the benchmark)."""
     command = [sys.executable, __file__, "--budget-s", str(budget_s), "--child", backend, str(corpus), str(index)]
-    done, seen_bytes, wall_s = watch(command, max_rss_bytes)
+    done, seen_bytes, wall_s = watch(command, *limits)
     if done.returncode == 0:
         return {"backend": backend, **json.loads(done.stdout.strip().splitlines()[-1])}
     tail = " ".join(done.stderr.strip().splitlines()[-3:])[-300:]
@@ -234,7 +247,7 @@ def bench_service(args: argparse.Namespace, work: Path, corpus: Path) -> list[di
 
     for backend in args.backends:  # the indexes, built by the in-process measurement if absent
         if not (work / f"{backend}_{args.passages}").exists():
-            r = measure(backend, corpus, work / f"{backend}_{args.passages}", 1.0, int(args.max_rss_gib * 2**30))
+            r = measure(backend, corpus, work / f"{backend}_{args.passages}", 1.0, memory_limits(args))
             if "failed" in r:
                 raise RuntimeError(f"building the {backend} index failed: {r['failed']}")
     pool = queries(20_000)
@@ -304,6 +317,10 @@ def print_service(rows: list[dict], args: argparse.Namespace, load_before: tuple
     return ratios
 
 
+def memory_limits(args: argparse.Namespace) -> tuple[int, int]:
+    return int(args.max_rss_gib * 2**30), int(args.min_available_gib * 2**30)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--passages", type=int, default=1_000_000)
@@ -312,6 +329,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", help="where the corpus and indexes go (default: a temporary directory)")
     parser.add_argument(
         "--max-rss-gib", type=float, default=18.0, help="kill a backend whose resident set grows past this (a row)"
+    )
+    parser.add_argument(
+        "--min-available-gib",
+        type=float,
+        default=1.0,
+        help="kill a backend when the machine's available memory falls under this (a row; spares others' work)",
     )
     parser.add_argument("--service", action="store_true", help="the HTTP service: 1 process vs Ray Serve replicas")
     parser.add_argument("--ray-replicas", type=int, nargs="+", default=[2], help="replica counts with --service")
@@ -356,7 +379,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     results = []
     for backend in args.backends:
         index = work / f"{backend}_{args.passages}"
-        results.append(measure(backend, corpus, index, args.budget_s, int(args.max_rss_gib * 2**30)))
+        results.append(measure(backend, corpus, index, args.budget_s, memory_limits(args)))
         results[-1]["load_average"] = list(os.getloadavg())
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(
