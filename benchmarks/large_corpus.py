@@ -117,10 +117,12 @@ def watch(
             if seen * 1024 > max_rss_bytes or available < min_available_bytes:
                 child.kill()
                 child.wait()
-                err.write(
-                    f"\nkilled by large_corpus.py: resident set {seen / 2**20:.1f} GiB (--max-rss-gib), machine's "
-                    f"available memory {available / 2**30:.1f} GiB (--min-available-gib)\n"
+                why = (
+                    f"resident set {seen / 2**20:.1f} GiB > --max-rss-gib"
+                    if seen * 1024 > max_rss_bytes
+                    else f"the machine's available memory {available / 2**30:.1f} GiB < --min-available-gib"
                 )
+                err.write(f"\nkilled by large_corpus.py: {why}\n")
                 break
             time.sleep(1.0)
         out.seek(0)
