@@ -132,47 +132,32 @@ def cuda_available() -> bool:
 
 def run_one(benchmark: Benchmark, timeout_s: float) -> Outcome:
     """Run one benchmark script; any non-zero exit, timeout or missing/garbled JSON is a failure."""
+    started = time.perf_counter()
+
+    def failed(why: str, stderr: str) -> Outcome:
+        detail = f"{why}; stderr: {stderr[-STDERR_TAIL:]}"
+        return Outcome(benchmark.name, "failed", time.perf_counter() - started, list(os.getloadavg()), detail=detail)
+
     with tempfile.TemporaryDirectory(prefix=f"bench_{benchmark.name}_") as tmp:
         json_path = Path(tmp) / "result.json"
-        started = time.perf_counter()
         try:
             proc = subprocess.run(
                 benchmark.command(json_path), capture_output=True, text=True, timeout=timeout_s, check=False, cwd=ROOT
             )
         except subprocess.TimeoutExpired as e:
             stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or ""
-            return Outcome(
-                benchmark.name,
-                "failed",
-                time.perf_counter() - started,
-                list(os.getloadavg()),
-                detail=f"timed out after {timeout_s:.0f} s; stderr: {stderr[-STDERR_TAIL:]}",
-            )
-        wall_s = time.perf_counter() - started
+            return failed(f"timed out after {timeout_s:.0f} s", stderr)
         if proc.returncode != 0:
-            return Outcome(
-                benchmark.name,
-                "failed",
-                wall_s,
-                list(os.getloadavg()),
-                detail=f"exit {proc.returncode}; stderr: {proc.stderr[-STDERR_TAIL:]}",
-            )
+            return failed(f"exit {proc.returncode}", proc.stderr)
         try:
             result = json.loads(json_path.read_text())
             ratios = {str(k): float(v) for k, v in result["ratios"].items()}
             load = [float(x) for x in result["load_average"]]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            return Outcome(
-                benchmark.name,
-                "failed",
-                wall_s,
-                list(os.getloadavg()),
-                detail=f"exit 0 but no valid --json result ({type(e).__name__}: {e}); stderr: "
-                f"{proc.stderr[-STDERR_TAIL:]}",
-            )
+            return failed(f"exit 0 but no valid --json result ({type(e).__name__}: {e})", proc.stderr)
         if not ratios:
-            return Outcome(benchmark.name, "failed", wall_s, load, detail="its --json result has no ratios")
-        return Outcome(benchmark.name, "ok", wall_s, load, ratios)
+            return failed("its --json result has no ratios", proc.stderr)
+        return Outcome(benchmark.name, "ok", time.perf_counter() - started, load, ratios)
 
 
 def select(args: argparse.Namespace, registry: Sequence[Benchmark]) -> list[tuple[Benchmark, str]]:
