@@ -2,10 +2,15 @@
 
     python benchmarks/large_corpus.py                    # 1M passages (~15 min on 2 cores, ~0.4 GB corpus)
     python benchmarks/large_corpus.py --passages 100000  # a quick check
+    python benchmarks/large_corpus.py --quick --json r.json   # 20k passages, ratios bm25s / pyserini (run.py)
+    python benchmarks/large_corpus.py --service --work DIR    # the service on the 1M index: 1 process vs Ray Serve
 
 Passages are 60 words drawn from a Zipf distribution (a = 1.2) over a 50k-word vocabulary, queries 6 words the same
 way (a = 1.3), seeded, as in benchmarks/retrieval.py. Each backend runs in its own process so that its peak RSS
-(``ru_maxrss``: build, load and queries) is its own. Prints one markdown table with the load average.
+(``ru_maxrss``: build, load and queries) is its own, and is watched: one that outgrows ``--max-rss-gib`` or the
+machine's memory is stopped and reported as a row. ``--service`` starts ``scripts/serve_retriever.py`` variants on
+the same index and loads them in interleaved rounds with retrieval.py's load generator. Prints one markdown table
+with the load average.
 """
 
 from __future__ import annotations
