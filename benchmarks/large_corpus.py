@@ -63,20 +63,23 @@ def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_backend(backend: str, corpus: Path, index: Path, budget_s: float) -> dict:
-    """In this (child) process: build, load, query; the measurements as a dict."""
-    started = time.perf_counter()
+def run_backend(backend: str, corpus: Path, index: Path, budget_s: float, reuse: bool = False) -> dict:
+    """In this (child) process: build (unless ``reuse`` and the index exists: then ``build_s`` is None), load,
+    query; the measurements as a dict."""
+    started, build = time.perf_counter(), not (reuse and index.exists())
     if backend == "pyserini":
         from research_env.retrieval.bm25 import BM25Retriever, build_bm25_index
 
-        build_bm25_index(corpus, index, threads=os.cpu_count() or 1, progress=False)
-        build_s = time.perf_counter() - started
+        if build:
+            build_bm25_index(corpus, index, threads=os.cpu_count() or 1, progress=False)
+        build_s = time.perf_counter() - started if build else None
         retriever = BM25Retriever(index, threads=os.cpu_count() or 1)
     else:
         from research_env.retrieval.bm25s_retriever import BM25SRetriever, build_bm25s_index
 
-        build_bm25s_index(corpus, index)
-        build_s = time.perf_counter() - started
+        if build:
+            build_bm25s_index(corpus, index)
+        build_s = time.perf_counter() - started if build else None
         retriever = BM25SRetriever(index)
     result = {"build_s": build_s, "index_bytes": directory_bytes(index)}
     pool = queries(20_000)
@@ -136,10 +139,13 @@ def watch(
     return done, seen * 1024, time.perf_counter() - started
 
 
-def measure(backend: str, corpus: Path, index: Path, budget_s: float, limits: tuple[int, int]) -> dict:
+def measure(
+    backend: str, corpus: Path, index: Path, budget_s: float, limits: tuple[int, int], reuse: bool = False
+) -> dict:
     """One backend in its own process: its measurements, or ``failed`` with why, the time it ran and the largest
     resident set seen (a backend that does not fit is a result, not a crash of the benchmark)."""
     command = [sys.executable, __file__, "--budget-s", str(budget_s), "--child", backend, str(corpus), str(index)]
+    command += ["--reuse-index"] if reuse else []
     done, seen_bytes, wall_s = watch(command, *limits)
     if done.returncode == 0:
         return {"backend": backend, **json.loads(done.stdout.strip().splitlines()[-1])}
@@ -165,7 +171,7 @@ def table_row(r: dict, passages: int) -> tuple[str, ...]:
     return (
         r["backend"],
         f"{passages:,}",
-        f"{r['build_s']:.0f}",
+        f"{r['build_s']:.0f}" if r["build_s"] is not None else "reused",
         f"{r['index_bytes'] / 2**20:,.0f}",
         f"{r['peak_rss_bytes'] / 2**30:.2f}",
         f"{r['single_qps']:,.0f}",
@@ -188,7 +194,11 @@ def ratios(rows: list[dict]) -> dict[str, float]:
         "q/s batch 64": "batch_qps",
         "p99 single": "single_p99_ms",
     }
-    return {f"bm25s / pyserini {label}": by["bm25s"][key] / by["pyserini"][key] for label, key in figures.items()}
+    return {
+        f"bm25s / pyserini {label}": by["bm25s"][key] / by["pyserini"][key]
+        for label, key in figures.items()
+        if by["bm25s"][key] is not None and by["pyserini"][key] is not None  # build s: None for a reused index
+    }
 
 
 def start_service(
@@ -343,6 +353,12 @@ def main(argv: list[str] | None = None) -> None:
         default=1.0,
         help="kill a backend when the machine's available memory falls under this (a row; spares others' work)",
     )
+    parser.add_argument(
+        "--reuse-index",
+        action="store_true",
+        help="query the indexes already in --work instead of building them (build s: 'reused'): both backends side by "
+        "side on one corpus without hours of rebuilding",
+    )
     parser.add_argument("--service", action="store_true", help="the HTTP service: 1 process vs Ray Serve replicas")
     parser.add_argument("--ray-replicas", type=int, nargs="+", default=[2], help="replica counts with --service")
     parser.add_argument(
@@ -359,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         backend, corpus, index = args.child
-        print(json.dumps(run_backend(backend, Path(corpus), Path(index), args.budget_s)))
+        print(json.dumps(run_backend(backend, Path(corpus), Path(index), args.budget_s, args.reuse_index)))
         return
     if args.quick:
         args.passages, args.budget_s = QUICK_PASSAGES, QUICK_BUDGET_S
@@ -386,7 +402,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     results = []
     for backend in args.backends:
         index = work / f"{backend}_{args.passages}"
-        results.append(measure(backend, corpus, index, args.budget_s, memory_limits(args)))
+        results.append(measure(backend, corpus, index, args.budget_s, memory_limits(args), args.reuse_index))
         results[-1]["load_average"] = list(os.getloadavg())
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(
