@@ -59,6 +59,34 @@ def queries(n: int, seed: int = 1) -> list[str]:
     return [" ".join(f"w{w - 1}" for w in np.minimum(rng.zipf(1.3, QUERY_WORDS), VOCAB)) for _ in range(n)]
 
 
+def interleaved(work: Path, passages: int, rounds: int, seconds: float) -> list[dict]:
+    """Both backends' indexes in this process, queried in alternating rounds (the order flipped every round), so
+    that a change in the machine's load hits both: each round's bm25s / pyserini ratio, per mode. Sequential runs of
+    a minute each moved one backend 3x between two runs here, as the other engineers' load came and went."""
+    from research_env.retrieval.bm25 import BM25Retriever
+    from research_env.retrieval.bm25s_retriever import BM25SRetriever
+
+    retrievers = {
+        "pyserini": BM25Retriever(work / f"pyserini_{passages}", threads=os.cpu_count() or 1),
+        "bm25s": BM25SRetriever(work / f"bm25s_{passages}"),
+    }
+    pool, rows = queries(20_000), []
+    for retriever in retrievers.values():
+        retriever.search(pool[:64], K)  # warm-up
+    for mode, batch in (("single", 1), ("batch", 64)):
+        for r in range(rounds):
+            qps = {}
+            for name in list(retrievers) if r % 2 == 0 else list(retrievers)[::-1]:
+                done, t0, start = 0, time.perf_counter(), (r * 997) % len(pool)
+                while time.perf_counter() - t0 < seconds:
+                    retrievers[name].search(pool[start + done : start + done + batch] or pool[:batch], K)
+                    done += batch
+                qps[name] = done / (time.perf_counter() - t0)
+            rows.append({"mode": mode, "round": r, **qps, "load_average": list(os.getloadavg())})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
 def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -199,6 +227,25 @@ def ratios(rows: list[dict]) -> dict[str, float]:
         for label, key in figures.items()
         if by["bm25s"][key] is not None and by["pyserini"][key] is not None  # build s: None for a reused index
     }
+
+
+def print_interleaved(rows: list[dict], args: argparse.Namespace, load_before: tuple[float, ...]) -> dict[str, float]:
+    """The interleaved table; returns bm25s / pyserini q/s per mode, the median of the rounds' ratios."""
+    print(
+        "| mode | pyserini q/s (mean of rounds) | bm25s q/s | bm25s / pyserini, median of rounds |\n|---|---|---|---|"
+    )
+    medians = {}
+    for mode in ("single", "batch"):
+        cells = [r for r in rows if r["mode"] == mode]
+        ratio = float(np.median([r["bm25s"] / r["pyserini"] for r in cells]))
+        medians[f"bm25s / pyserini q/s {mode}, median of rounds"] = ratio
+        pyserini, bm25s = (np.mean([r[name] for r in cells]) for name in ("pyserini", "bm25s"))
+        print(f"| {mode} | {pyserini:,.0f} | {bm25s:,.0f} | {ratio:.2f}x |")
+    print(
+        f"\nLoad average (1 min) {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; {args.interleave} "
+        f"rounds of {args.budget_s:.0f} s per backend and mode; {args.passages:,} passages; k = {K}."
+    )
+    return medians
 
 
 def start_service(
@@ -359,6 +406,12 @@ def main(argv: list[str] | None = None) -> None:
         help="query the indexes already in --work instead of building them (build s: 'reused'): both backends side by "
         "side on one corpus without hours of rebuilding",
     )
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        metavar="ROUNDS",
+        help="with --reuse-index: both backends in one process, queried in ROUNDS alternating rounds of --budget-s",
+    )
     parser.add_argument("--service", action="store_true", help="the HTTP service: 1 process vs Ray Serve replicas")
     parser.add_argument("--ray-replicas", type=int, nargs="+", default=[2], help="replica counts with --service")
     parser.add_argument(
@@ -395,6 +448,11 @@ def run(args: argparse.Namespace, work: Path) -> None:
             f"wrote {corpus} ({corpus.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:.0f}s",
             file=sys.stderr,
         )
+    if args.interleave:
+        rows = interleaved(work, args.passages, args.interleave, args.budget_s)
+        medians = print_interleaved(rows, args, load_before)
+        write_result(args.json, "large_corpus", medians, rows)
+        return
     if args.service:
         rows = bench_service(args, work, corpus)
         write_result(args.json, "large_corpus", print_service(rows, args, load_before), rows)
