@@ -71,9 +71,12 @@ def interleaved(work: Path, passages: int, rounds: int, seconds: float) -> list[
         "bm25s": BM25SRetriever(work / f"bm25s_{passages}"),
     }
     pool, rows = queries(20_000), []
-    for retriever in retrievers.values():
-        retriever.search(pool[:64], K)  # warm-up
     for mode, batch in (("single", 1), ("batch", 64)):
+        for retriever in retrievers.values():  # warm-up: Lucene's JIT took seconds (short rounds flattered bm25s 3x)
+            t0, i = time.perf_counter(), 0
+            while time.perf_counter() - t0 < max(seconds, 2.0):
+                retriever.search(pool[-batch * (i + 1) :][:batch], K)  # from the end: rounds start at the front
+                i = (i + 1) % 100
         for r in range(rounds):
             qps = {}
             for name in list(retrievers) if r % 2 == 0 else list(retrievers)[::-1]:
