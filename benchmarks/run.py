@@ -61,8 +61,8 @@ REGISTRY: tuple[Benchmark, ...] = (
     Benchmark(
         "learning",
         "learning.py",
-        not_quick="not in quick set: one seed (SFT warm start, 10 GRPO iterations, evaluations) takes > 10 min on a "
-        "loaded 2-core machine; run it with --only learning",
+        not_quick="not in quick set: one seed's SFT warm start alone ran 40-110 s per epoch x 20 epochs on 2 cores "
+        "at load 2-4 (> 20 min); run it with --only learning",
     ),
     Benchmark(
         "learning_synthetic",
