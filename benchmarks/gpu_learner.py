@@ -5,6 +5,7 @@ Needs torch and transformers only (no Ray, no gymnasium), so it runs on a bare G
 
     python benchmarks/gpu_learner.py                               # CUDA: 0.5B and 1.5B shapes, ~2 min on an H200
     python benchmarks/gpu_learner.py --device cpu --shapes tiny    # checks the script on CPU (peak RSS there)
+    python benchmarks/gpu_learner.py --quick --json out.json       # the 0.5B shape only (what benchmarks/run.py runs)
 
 Prints a table and, if ``$OUT`` is set, writes ``$OUT/gpu_learner.json``.
 """
@@ -23,6 +24,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import add_contract_arguments, write_result  # noqa: E402
 
 from agents.training.algorithms.logprobs import masked_token_logprobs  # noqa: E402
 from agents.training.algorithms.losses import LossConfig, policy_loss  # noqa: E402
@@ -167,13 +171,36 @@ def init_single_process_group(device: str) -> bool:
     return True
 
 
+def ratios(rows: list[dict]) -> dict[str, float]:
+    """Each setup's measured / estimated memory (how far the planner can be trusted), and per shape the saving of
+    bfloat16 + checkpointing over float32 as measured (what the planner's advice buys)."""
+    measured = [row for row in rows if "error" not in row]
+    out = {}
+    for row in measured:
+        checkpointing = " + checkpointing" if row["checkpointing"] else ""
+        out[f"{row['shape']} {row['strategy']} {row['dtype']}{checkpointing}: measured / estimate"] = row["ratio"]
+    for shape in dict.fromkeys(row["shape"] for row in measured):
+        cells = {
+            (r["strategy"], r["dtype"], r["checkpointing"]): r["measured_gib"] for r in measured if r["shape"] == shape
+        }
+        if ("ddp", "float32", False) in cells and ("ddp", "bfloat16", True) in cells:
+            out[f"{shape} float32 / bfloat16 + checkpointing, measured"] = (
+                cells["ddp", "float32", False] / cells["ddp", "bfloat16", True]
+            )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="cuda or cpu (cpu measures the process's peak RSS)")
-    parser.add_argument("--shapes", default="0.5B,1.5B", help=f"comma-separated: tiny or {', '.join(QWEN25_SHAPES)}")
+    parser.add_argument(
+        "--shapes", help=f"comma-separated: tiny or {', '.join(QWEN25_SHAPES)} (default 0.5B,1.5B; --quick: 0.5B)"
+    )
     parser.add_argument("--length", type=int, default=2048, help="tokens per row (the second half carries loss)")
     parser.add_argument("--micro-batch", type=int, default=2, help="rows per forward/backward")
+    add_contract_arguments(parser)
     args = parser.parse_args()
+    args.shapes = args.shapes or ("0.5B" if args.quick else "0.5B,1.5B")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: pass --device cpu")
     if args.device.startswith("cuda"):
@@ -219,6 +246,7 @@ def main() -> None:
                 {"device": device, "torch": torch.__version__, "load_average": os.getloadavg(), "rows": rows}, indent=1
             )
         )
+    write_result(args.json, "gpu_learner", ratios(rows), [{**row, "device": device} for row in rows])
     if fsdp:
         torch.distributed.destroy_process_group()
 

@@ -9,6 +9,7 @@ and on the 20 held-out ones, before and after GRPO.
 
     python benchmarks/learning.py                         # 3 seeds, the issue's settings
     python benchmarks/learning.py --seeds 0 --iterations 10   # one quicker seed
+    python benchmarks/learning.py --quick --json out.json     # the same, into a temporary directory (run.py)
     python benchmarks/learning.py --task synthetic            # learned search, with its ablation (issue #11)
 
 What it shows, honestly: the tiny model memorises the training questions' answers during SFT; GRPO makes
@@ -24,6 +25,7 @@ import json
 import math
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,16 +38,23 @@ import research_env  # noqa: F401  (registers the env ids)
 from agents.generation.rollout import RolloutConfig, token_env
 from agents.policies.models import load_causal_lm
 from agents.policies.warmstart import WarmStart, prepare_policy
-from agents.training.rllib.algorithm import DEFAULT_ENV_ID
+from agents.training.settings import DEFAULT_ENV_ID
 from agents.training.sft import SFTConfig
 from agents.training.torch_loop import evaluate_policy
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run import add_contract_arguments, write_result  # noqa: E402
+
+#: ``--quick``: one seed, a third of the GRPO iterations (the SFT warm start, most of the time, stays whole: without
+#: it there is nothing for GRPO to sharpen).
+QUICK_SEEDS, QUICK_ITERATIONS = [0], 10
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--quick: 0)")
     p.add_argument("--top-k", type=int, default=1, help="BM25 passages per search (the issue used 3; 1 is 3x faster)")
     p.add_argument("--train-questions", type=int, default=80, help="the first N of the 100 are training questions")
     p.add_argument("--grpo-questions", type=int, default=16, help="GRPO trains on the first N training questions")
@@ -53,7 +62,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sft-lr", type=float, default=3e-3)
     p.add_argument("--sft-batch-size", type=int, default=4)
     p.add_argument("--noisy-copies", type=int, default=1, help="noisy copies of each oracle trace (0: clean only)")
-    p.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--iterations", type=int, help=f"GRPO iterations: default 30 (--quick: {QUICK_ITERATIONS})")
     p.add_argument("--group-size", type=int, default=5)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup-iterations", type=int, default=2)
@@ -65,8 +74,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=3072)
     p.add_argument("--max-turns", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "learning")
-    return p.parse_args()
+    p.add_argument("--out", type=Path, help="default benchmarks/results/learning (--quick: a temporary directory)")
+    add_contract_arguments(p)
+    args = p.parse_args()
+    args.seeds = args.seeds or (QUICK_SEEDS if args.quick else [0, 1, 2])
+    args.iterations = args.iterations or (QUICK_ITERATIONS if args.quick else 30)
+    # a quick run must not overwrite the committed results of the full one
+    args.out = args.out or (
+        Path(tempfile.mkdtemp(prefix="learning_quick_")) if args.quick else ROOT / "benchmarks" / "results" / "learning"
+    )
+    return args
 
 
 def grpo_config(args: argparse.Namespace, policy: Path, question_ids: list[str], seed: int):  # -> GRPOConfig
@@ -285,8 +302,29 @@ def run_seeds(args: argparse.Namespace, run_seed: Any, plot: Any, stem: str) -> 
     return runs
 
 
+def ratios(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """After / before GRPO, averaged over seeds, for the figures the benchmark is about; a figure that was 0 before
+    in some seed has no ratio (held-out reward usually is) and is left out rather than made infinite."""
+    out = {}
+    for name, split, key in (
+        ("GRPO questions: reward", "train", "reward"),
+        ("GRPO questions: format-valid", "train", "format_ok"),
+        ("held-out: format-valid", "heldout", "format_ok"),
+    ):
+        if all(r["before"][split][key] > 0 for r in runs):
+            out[f"{name}, after / before"] = float(
+                np.mean([r["after"][split][key] / r["before"][split][key] for r in runs])
+            )
+    return out
+
+
 def main() -> None:
-    print_table(run_seeds(parse_args(), run_seed, plot, "learning"))
+    args = parse_args()
+    runs = run_seeds(args, run_seed, plot, "learning")
+    print_table(runs)
+    write_result(
+        args.json, "learning", ratios(runs), [{k: r[k] for k in ("seed", "before", "after", "timings")} for r in runs]
+    )
 
 
 if __name__ == "__main__":
