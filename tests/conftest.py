@@ -43,6 +43,31 @@ TINY_RUN = [
 ]
 
 
+def qwen25_shaped_checkpoint(directory: Path, shape: str) -> Path:
+    """A Hugging Face checkpoint of one of Qwen2.5's real shapes (``agents.training.memory.QWEN25_SHAPES``) with random
+    weights (seed 0) and the real Qwen2.5 tokenizer: what the GPU tests train, since no weights can be downloaded."""
+    from agents.policies.models import qwen2_config, random_causal_lm
+    from agents.training.memory import QWEN25_SHAPES
+    from research_env.tokenizer import build_qwen25_tokenizer
+
+    size = QWEN25_SHAPES[shape]
+    config = qwen2_config(
+        size.vocab_size,
+        [151643, 151645],  # <|endoftext|>, <|im_end|>
+        151643,
+        hidden_size=size.hidden_size,
+        intermediate_size=size.intermediate_size,
+        num_hidden_layers=size.num_hidden_layers,
+        num_attention_heads=size.num_attention_heads,
+        num_key_value_heads=size.num_key_value_heads,
+        max_position_embeddings=32768,
+        head_dim=size.head_dim,
+    )
+    random_causal_lm(config, seed=0).save_pretrained(directory)
+    build_qwen25_tokenizer().save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

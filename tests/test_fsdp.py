@@ -8,6 +8,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from conftest import qwen25_shaped_checkpoint  # noqa: E402
 from ray.rllib.core import DEFAULT_MODULE_ID  # noqa: E402
 from test_grpo_learners import SPACES, config, synthetic_batch  # noqa: E402
 
@@ -152,24 +153,9 @@ def test_fsdp_trains_a_qwen25_05b_shaped_model_on_a_gpu(ray_cluster, tmp_path):
     shape with random weights; the env runner samples on CPU."""
     import math
 
-    from agents.policies.models import qwen2_config, random_causal_lm
-    from agents.training.memory import QWEN25_SHAPES
     from agents.training.rllib import GRPOConfig
 
-    shape = QWEN25_SHAPES["0.5B"]
-    model = qwen2_config(
-        shape.vocab_size,
-        [151643, 151645],
-        151643,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        num_key_value_heads=shape.num_key_value_heads,
-        max_position_embeddings=32768,
-        head_dim=shape.head_dim,
-    )
-    random_causal_lm(model, seed=0).save_pretrained(tmp_path)
+    qwen25_shaped_checkpoint(tmp_path, "0.5B")
     config = (
         GRPOConfig()
         .training(prompts_per_batch=1, group_size=2, lr=1e-5)

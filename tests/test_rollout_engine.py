@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN, qwen25_shaped_checkpoint
 
 from agents.generation.engines import rollout_backend_name, vllm_installed
 
@@ -21,31 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: A run whose updates move the policy (lr 1e-2) and whose rollouts sample at temperature 0.7, so that log-probs taken
 #: at another temperature, or with stale weights, differ by far more than the 1e-3 that float32 agreement allows.
 RUN = [
-    "--prompts",
-    "2",
-    "--group-size",
-    "2",
-    "--max-new-tokens",
-    "6",
-    "--max-turns",
-    "2",
-    "--env",
-    "ReSearch-MuSiQue-v0",
-    "--no-small-vocab",
-    "--no-sft-warmstart",
-    "--eval-every",
-    "0",
-    "--minibatches",
-    "1",
-    "--no-drop-zero-advantage",
-    "--kl-coef",
-    "0",
-    "--temperature",
-    "0.7",
-    "--lr",
-    "1e-2",
-    "--warmup-iterations",
-    "0",
+    *TINY_RUN,
+    *("--prompts", "2", "--max-new-tokens", "6", "--max-turns", "2"),  # later flags win
+    *("--kl-coef", "0", "--temperature", "0.7", "--lr", "1e-2", "--warmup-iterations", "0"),
 ]
 IN_SYNC = 1e-3
 
@@ -115,26 +94,9 @@ def test_vllm_rollouts_refuse_lora_with_a_clear_error():
 def test_vllm_on_a_gpu_trains_a_qwen25_05b_shaped_model_with_in_place_weight_sync(ray_cluster, tmp_path):
     """Two iterations on Qwen2.5-0.5B's shape (random weights, the real tokenizer): the learner and the runner's vLLM
     engine share the GPU, the engine reloads the learner's weights in place after each update."""
-    from agents.policies.models import qwen2_config, random_causal_lm
-    from agents.training.memory import QWEN25_SHAPES
     from agents.training.rllib import GRPOConfig
-    from research_env.tokenizer import build_qwen25_tokenizer
 
-    shape = QWEN25_SHAPES["0.5B"]
-    config = qwen2_config(
-        shape.vocab_size,
-        [151643, 151645],
-        151643,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        num_key_value_heads=shape.num_key_value_heads,
-        max_position_embeddings=32768,
-        head_dim=shape.head_dim,
-    )
-    random_causal_lm(config, seed=0).save_pretrained(tmp_path)
-    build_qwen25_tokenizer().save_pretrained(tmp_path)
+    qwen25_shaped_checkpoint(tmp_path, "0.5B")
     algo = (
         GRPOConfig()
         .training(prompts_per_batch=2, group_size=2, lr=1e-5, kl_coef=0.0)
